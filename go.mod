@@ -1,0 +1,3 @@
+module vdflat
+
+go 1.24
