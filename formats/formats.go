@@ -297,3 +297,14 @@ func readFullAt(r io.ReaderAt, p []byte, off int64, format, path string) error {
 func fileSize(f *os.File) (int64, error) {
 	return f.Seek(0, io.SeekEnd)
 }
+
+// CanWrite reports whether d's format and variant could be written if
+// the image were opened read-write. Disks opened read-only answer through
+// an optional CanWrite method; without one, only a disk that is writable
+// now counts as writable.
+func CanWrite(d Disk) bool {
+	if w, ok := d.(interface{ CanWrite() bool }); ok {
+		return w.CanWrite()
+	}
+	return !d.Info().ReadOnly
+}

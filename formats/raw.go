@@ -108,3 +108,6 @@ func writeRegion(f *os.File, p []byte, off, size int64, format, path string) (in
 	}
 	return n, nil
 }
+
+// CanWrite: a raw image is always writable in place.
+func (d *rawDisk) CanWrite() bool { return true }

@@ -1,0 +1,350 @@
+// Command vdflat mounts a FUSE tree in which symlinking a virtual disk
+// image into FlattenedImages makes a regular file holding the image's
+// flattened raw disk.
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/syslog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"bazil.org/fuse"
+	fusefs "bazil.org/fuse/fs"
+	"github.com/urfave/cli/v2"
+
+	"vdflat/formats"
+)
+
+const version = "0.1.0"
+
+// notifyEnv names the descriptor on which a daemonized child reports
+// whether the mount is ready.
+const notifyEnv = "_VDFLAT_NOTIFY_FD"
+
+func main() {
+	log.SetFlags(log.LstdFlags)
+	log.SetPrefix("vdflat: ")
+	if err := newApp().Run(os.Args); err != nil {
+		fmt.Fprintf(os.Stderr, "vdflat: %v\n", err)
+		var ec cli.ExitCoder
+		if errors.As(err, &ec) {
+			os.Exit(ec.ExitCode())
+		}
+		os.Exit(1)
+	}
+}
+
+func newApp() *cli.App {
+	return &cli.App{
+		Name:    "vdflat",
+		Version: version,
+		Usage:   "see virtual machine disk images as flat raw disks",
+		UsageText: `vdflat [options] MOUNTPOINT [IMAGE...]
+   vdflat command [options] IMAGE...
+
+   Mounting: vdflat /mnt/vd returns to the shell once the mount is ready. Then
+     ln -s /path/disk.vmdk /mnt/vd/FlattenedImages/disk   attach: "disk" is the flattened raw disk
+     fdisk -l /mnt/vd/FlattenedImages/disk                 use it like any disk image
+     cat /mnt/vd/status                                    what is attached, recent attach errors
+     rm /mnt/vd/FlattenedImages/disk                       detach
+     fusermount3 -u /mnt/vd                                unmount; every image is flushed and closed
+   IMAGE arguments are attached at start as FlattenedImages/<name without extension>.
+
+   Images are opened read-only; the first open of a flattened file for writing
+   reopens the image read-write, and the last writer's close returns it to
+   read-only. Formats are recognised by content: ` + strings.Join(formats.Formats(), ", ") + `.`,
+		HideHelpCommand: true,
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "foreground", Aliases: []string{"f"}, Usage: "stay in the foreground and log to stderr"},
+			&cli.BoolFlag{Name: "debug", Aliases: []string{"d"}, Usage: "log every FUSE operation (implies --foreground unless --log is given)"},
+			&cli.StringSliceFlag{Name: "o", Usage: "mount options: ro (no attaching; only IMAGE arguments), allow_other (other users may read; permissions enforced), uid=N, gid=N (owner shown)"},
+			&cli.BoolFlag{Name: "read-only", Aliases: []string{"r"}, Usage: "never write an image: opening a flattened file for writing fails with EROFS"},
+			&cli.StringFlag{Name: "log", Usage: "log to `FILE` (default: stderr in the foreground, syslog in the background)"},
+			&cli.StringSliceFlag{Name: "search-path", Usage: "extra `DIR` to look in for parent images found by identity (VDI snapshots)"},
+			&cli.BoolFlag{Name: "strict", Usage: "refuse images with soft inconsistencies (such as a VMDK parent CID mismatch) instead of warning"},
+			&cli.IntFlag{Name: "max-readers", Value: 4096, Usage: "open read handles allowed per flattened file (more: EMLINK)"},
+		},
+		Action: mountCommand,
+	}
+}
+
+// mountConfig is what the mount command was asked to do.
+type mountConfig struct {
+	mountpoint string
+	images     []string
+	foreground bool
+	debug      bool
+	readOnly   bool
+	roMount    bool
+	allowOther bool
+	uid, gid   uint32
+	logFile    string
+	maxReaders int
+	attachOpts formats.Options
+}
+
+func parseMountConfig(c *cli.Context) (*mountConfig, error) {
+	if c.NArg() < 1 {
+		return nil, cli.Exit("missing MOUNTPOINT (see vdflat --help)", 2)
+	}
+	cfg := &mountConfig{
+		mountpoint: c.Args().First(),
+		images:     c.Args().Tail(),
+		foreground: c.Bool("foreground"),
+		debug:      c.Bool("debug"),
+		readOnly:   c.Bool("read-only"),
+		logFile:    c.String("log"),
+		maxReaders: c.Int("max-readers"),
+		uid:        uint32(os.Getuid()),
+		gid:        uint32(os.Getgid()),
+		attachOpts: formats.Options{SearchPath: c.StringSlice("search-path"), Strict: c.Bool("strict")},
+	}
+	if cfg.debug && cfg.logFile == "" {
+		cfg.foreground = true
+	}
+	if cfg.maxReaders < 1 {
+		return nil, cli.Exit("--max-readers must be at least 1", 2)
+	}
+	for _, list := range c.StringSlice("o") {
+		for _, o := range strings.Split(list, ",") {
+			key, val, _ := strings.Cut(o, "=")
+			switch key {
+			case "ro":
+				cfg.roMount = true
+				cfg.readOnly = true
+			case "rw", "":
+			case "allow_other":
+				cfg.allowOther = true
+			case "uid", "gid":
+				n, err := strconv.ParseUint(val, 10, 32)
+				if err != nil {
+					return nil, cli.Exit(fmt.Sprintf("-o %s: want a number, got %q", o, val), 2)
+				}
+				if key == "uid" {
+					cfg.uid = uint32(n)
+				} else {
+					cfg.gid = uint32(n)
+				}
+			default:
+				return nil, cli.Exit(fmt.Sprintf("-o %s: unknown mount option (known: ro, allow_other, uid=N, gid=N)", o), 2)
+			}
+		}
+	}
+	abs, err := filepath.Abs(cfg.mountpoint)
+	if err != nil {
+		return nil, err
+	}
+	cfg.mountpoint = abs
+	return cfg, nil
+}
+
+func mountCommand(c *cli.Context) error {
+	cfg, err := parseMountConfig(c)
+	if err != nil {
+		return err
+	}
+	if err := preflight(cfg.mountpoint); err != nil {
+		return cli.Exit(err.Error(), 1)
+	}
+	fdStr := os.Getenv(notifyEnv)
+	if !cfg.foreground && fdStr == "" {
+		return daemonize()
+	}
+	var notify *os.File
+	if fdStr != "" {
+		fd, _ := strconv.Atoi(fdStr)
+		notify = os.NewFile(uintptr(fd), "notify")
+		os.Unsetenv(notifyEnv)
+	}
+	err = serve(cfg, notify)
+	if err != nil && notify != nil {
+		fmt.Fprintf(notify, "%v\n", err)
+		notify.Close()
+	}
+	if err != nil {
+		return cli.Exit(err.Error(), 1)
+	}
+	return nil
+}
+
+// preflight explains the usual reasons a mount cannot work before trying.
+func preflight(mountpoint string) error {
+	st, err := os.Stat(mountpoint)
+	switch {
+	case errors.Is(err, syscall.ENOTCONN):
+		return fmt.Errorf("%s is a stale FUSE mount (transport endpoint is not connected); clear it with: %s -u %s", mountpoint, fusermountName(), mountpoint)
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("mount point %s does not exist (create it with: mkdir -p %s)", mountpoint, mountpoint)
+	case err != nil:
+		return fmt.Errorf("mount point: %w", err)
+	case !st.IsDir():
+		return fmt.Errorf("mount point %s is not a directory", mountpoint)
+	}
+	return preflightPlatform()
+}
+
+// daemonize runs this program again in the background and waits until
+// the child reports that the mount is ready (or why it is not), like
+// fuse_main does.
+func daemonize() error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(exe, os.Args[1:]...)
+	cmd.Env = append(os.Environ(), notifyEnv+"=3")
+	cmd.ExtraFiles = []*os.File{w}
+	// Standard streams stay unset: the child gets /dev/null, and reports
+	// errors through the pipe.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting the background process: %w", err)
+	}
+	w.Close()
+	msg, _ := io.ReadAll(bufio.NewReader(r))
+	r.Close()
+	s := strings.TrimSpace(string(msg))
+	if s == "ok" {
+		cmd.Process.Release()
+		return nil
+	}
+	werr := cmd.Wait()
+	if s == "" {
+		s = fmt.Sprintf("the background process exited before the mount was ready (%v); run with -f to see why", werr)
+	}
+	return cli.Exit(s, 1)
+}
+
+func setupLogging(cfg *mountConfig, background bool) error {
+	switch {
+	case cfg.logFile != "":
+		f, err := os.OpenFile(cfg.logFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		if err != nil {
+			return fmt.Errorf("--log: %w", err)
+		}
+		log.SetOutput(f)
+	case background:
+		w, err := syslog.New(syslog.LOG_DAEMON|syslog.LOG_INFO, "vdflat")
+		if err != nil {
+			// No syslog daemon (containers): keep quiet rather than fail;
+			// attach errors still show in the status file.
+			log.SetOutput(io.Discard)
+			return nil
+		}
+		log.SetFlags(0)
+		log.SetPrefix("")
+		log.SetOutput(w)
+	}
+	return nil
+}
+
+// serve mounts, reports readiness on notify (when daemonized) and serves
+// until unmounted. Every path out of it closes every image.
+func serve(cfg *mountConfig, notify *os.File) error {
+	if err := setupLogging(cfg, notify != nil); err != nil {
+		return err
+	}
+	t := newTree(cfg.uid, cfg.gid, cfg.maxReaders)
+	admin := uint32(os.Getuid())
+	fsys := newFilesys(t, cfg.attachOpts, cfg.readOnly, admin)
+	defer closeAll(t)
+
+	flat := t.flattened()
+	for _, img := range cfg.images {
+		abs, err := filepath.Abs(img)
+		if err != nil {
+			return err
+		}
+		name := strings.TrimSuffix(filepath.Base(abs), filepath.Ext(abs))
+		if _, err := fsys.attach(flat, name, abs); err != nil {
+			return fmt.Errorf("attaching %s: %w", img, err)
+		}
+	}
+
+	cleanup, err := ensureFusermount()
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+
+	opts := []fuse.MountOption{
+		fuse.FSName("vdflat"),
+		fuse.Subtype("vdflat"),
+		fuse.MaxReadahead(128 << 10), // the default gives 4 KiB requests
+		fuse.AsyncRead(),
+	}
+	if cfg.allowOther {
+		opts = append(opts, fuse.AllowOther(), fuse.DefaultPermissions())
+	}
+	if cfg.roMount {
+		opts = append(opts, fuse.ReadOnly())
+	}
+	conn, err := fuse.Mount(cfg.mountpoint, opts...)
+	if err != nil {
+		return fmt.Errorf("mounting %s: %w", cfg.mountpoint, err)
+	}
+	defer conn.Close()
+
+	var config fusefs.Config
+	if cfg.debug {
+		config.Debug = func(msg any) { log.Print(msg) }
+	}
+	fsys.server = fusefs.New(conn, &config)
+	log.Printf("mounted %s", cfg.mountpoint)
+	if notify != nil {
+		fmt.Fprintln(notify, "ok")
+		notify.Close()
+	}
+	go handleSignals(cfg.mountpoint)
+	if err := fsys.server.Serve(fsys); err != nil {
+		return fmt.Errorf("serving %s: %w", cfg.mountpoint, err)
+	}
+	log.Printf("unmounted %s", cfg.mountpoint)
+	return nil
+}
+
+// closeAll flushes and closes every attached image.
+func closeAll(t *tree) {
+	for _, img := range t.detachAll() {
+		if err := img.Close(); err != nil {
+			log.Printf("closing %s: %v", img.path, err)
+		}
+	}
+}
+
+// handleSignals unmounts on SIGINT/SIGTERM; while the mount is busy it
+// says so, and a second signal unmounts lazily.
+func handleSignals(mountpoint string) {
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	signal.Ignore(syscall.SIGHUP)
+	busy := false
+	for sig := range ch {
+		if busy {
+			log.Printf("%v: unmounting %s lazily", sig, mountpoint)
+			if err := lazyUnmount(mountpoint); err != nil {
+				log.Printf("lazy unmount: %v", err)
+			}
+			continue
+		}
+		log.Printf("%v: unmounting %s", sig, mountpoint)
+		if err := fuse.Unmount(mountpoint); err != nil {
+			busy = true
+			log.Printf("cannot unmount %s (%v): close the files in use, or signal again to unmount lazily", mountpoint, err)
+		}
+	}
+}

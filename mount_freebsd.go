@@ -1,0 +1,26 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+)
+
+func fusermountName() string { return "umount" }
+
+func preflightPlatform() error {
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		return fmt.Errorf("no /dev/fuse (%v): load the fusefs kernel module (kldload fusefs)", err)
+	}
+	return nil
+}
+
+func ensureFusermount() (func(), error) { return func() {}, nil }
+
+func lazyUnmount(mountpoint string) error {
+	out, err := exec.Command("umount", "-f", mountpoint).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%v: %s", err, out)
+	}
+	return nil
+}

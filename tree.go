@@ -1,0 +1,434 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"path"
+	"sort"
+	"sync"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/dustin/go-humanize"
+)
+
+// The in-memory tree of a mount: directories, flattened-image files and
+// the status file, with stable inode numbers and the reader/writer rules
+// of each flattened file. Nothing here knows about FUSE, so every rule is
+// testable without a mount; fs.go adds the FUSE methods to these types.
+
+// node is anything in the tree.
+type node interface{ inode() uint64 }
+
+const (
+	flattenedDirName = "FlattenedImages"
+	statusFileName   = "status"
+	maxRecentErrors  = 32
+)
+
+// tree guards the directory structure with one mutex that is never held
+// across image I/O or image opening.
+type tree struct {
+	uid, gid   uint32
+	maxReaders int
+	started    time.Time
+
+	mu      sync.Mutex
+	nextIno uint64
+	root    *dir
+	errs    []attachError // most recent last
+}
+
+type dir struct {
+	ino     uint64
+	mtime   time.Time
+	entries map[string]node // guarded by tree.mu
+}
+
+type statusFile struct{ ino uint64 }
+
+// flatFile is an attached image seen as a regular file.
+type flatFile struct {
+	ino      uint64
+	img      *image
+	attached time.Time
+
+	mu       sync.Mutex // guards the counters, never held across I/O
+	readers  int
+	writers  int
+	detached bool // unlinked; the image closes at the last release
+}
+
+type attachError struct {
+	when         time.Time
+	name, target string
+	err          error
+}
+
+func (d *dir) inode() uint64        { return d.ino }
+func (s *statusFile) inode() uint64 { return s.ino }
+func (f *flatFile) inode() uint64   { return f.ino }
+
+// newTree makes the tree every mount starts with: / holding the status
+// file and an empty FlattenedImages directory.
+func newTree(uid, gid uint32, maxReaders int) *tree {
+	now := time.Now()
+	t := &tree{uid: uid, gid: gid, maxReaders: maxReaders, started: now, nextIno: 1}
+	t.root = t.newDir()
+	t.root.entries[statusFileName] = &statusFile{ino: t.allocIno()}
+	t.root.entries[flattenedDirName] = t.newDir()
+	return t
+}
+
+func (t *tree) allocIno() uint64 {
+	ino := t.nextIno
+	t.nextIno++
+	return ino
+}
+
+func (t *tree) newDir() *dir {
+	return &dir{ino: t.allocIno(), mtime: time.Now(), entries: map[string]node{}}
+}
+
+// flattened returns the FlattenedImages directory, or nil if renamed away.
+func (t *tree) flattened() *dir {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	d, _ := t.root.entries[flattenedDirName].(*dir)
+	return d
+}
+
+func (t *tree) lookup(d *dir, name string) (node, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n, ok := d.entries[name]
+	return n, ok
+}
+
+type dirEntry struct {
+	name string
+	node node
+}
+
+// list returns d's entries sorted by name.
+func (t *tree) list(d *dir) []dirEntry {
+	t.mu.Lock()
+	ents := make([]dirEntry, 0, len(d.entries))
+	for name, n := range d.entries {
+		ents = append(ents, dirEntry{name, n})
+	}
+	t.mu.Unlock()
+	sort.Slice(ents, func(i, j int) bool { return ents[i].name < ents[j].name })
+	return ents
+}
+
+func (t *tree) dirMtime(d *dir) time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return d.mtime
+}
+
+func checkName(name string) error {
+	if name == "" || name == "." || name == ".." || len(name) > 255 {
+		return syscall.EINVAL
+	}
+	for i := 0; i < len(name); i++ {
+		if name[i] == '/' || name[i] == 0 {
+			return syscall.EINVAL
+		}
+	}
+	return nil
+}
+
+func (t *tree) mkdir(d *dir, name string) (*dir, error) {
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := d.entries[name]; ok {
+		return nil, syscall.EEXIST
+	}
+	nd := t.newDir()
+	d.entries[name] = nd
+	d.mtime = time.Now()
+	return nd, nil
+}
+
+// available reports EEXIST early, before an expensive image open.
+func (t *tree) available(d *dir, name string) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	if _, ok := t.lookup(d, name); ok {
+		return syscall.EEXIST
+	}
+	return nil
+}
+
+// attach adds an opened image as name in d.
+func (t *tree) attach(d *dir, name string, img *image) (*flatFile, error) {
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := d.entries[name]; ok {
+		return nil, syscall.EEXIST
+	}
+	f := &flatFile{ino: t.allocIno(), img: img, attached: time.Now()}
+	d.entries[name] = f
+	d.mtime = time.Now()
+	return f, nil
+}
+
+// remove unlinks (isDir false) or rmdirs (isDir true) name in d. It
+// returns an image the caller must close, outside any lock, when a
+// detached file had no open handles.
+func (t *tree) remove(d *dir, name string, isDir bool) (*image, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n, ok := d.entries[name]
+	if !ok {
+		return nil, syscall.ENOENT
+	}
+	switch n := n.(type) {
+	case *dir:
+		if !isDir {
+			return nil, syscall.EISDIR
+		}
+		if n == t.root {
+			return nil, syscall.EBUSY
+		}
+		if len(n.entries) > 0 {
+			return nil, syscall.ENOTEMPTY
+		}
+	case *statusFile:
+		return nil, syscall.EPERM
+	default:
+		if isDir {
+			return nil, syscall.ENOTDIR
+		}
+	}
+	delete(d.entries, name)
+	d.mtime = time.Now()
+	if f, ok := n.(*flatFile); ok {
+		return f.detach(), nil
+	}
+	return nil, nil
+}
+
+// rename moves od/oname to nd/nname with rename(2) semantics: a file
+// replaces a file, a directory replaces an empty directory. It returns a
+// replaced image the caller must close.
+func (t *tree) rename(od *dir, oname string, nd *dir, nname string) (*image, error) {
+	if err := checkName(nname); err != nil {
+		return nil, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n, ok := od.entries[oname]
+	if !ok {
+		return nil, syscall.ENOENT
+	}
+	if _, ok := n.(*statusFile); ok {
+		return nil, syscall.EPERM
+	}
+	if od == nd && oname == nname {
+		return nil, nil
+	}
+	if moved, ok := n.(*dir); ok && (moved == nd || t.contains(moved, nd)) {
+		return nil, syscall.EINVAL // a directory into itself
+	}
+	var closeImg *image
+	if old, ok := nd.entries[nname]; ok {
+		switch old := old.(type) {
+		case *statusFile:
+			return nil, syscall.EPERM
+		case *dir:
+			if _, isDir := n.(*dir); !isDir {
+				return nil, syscall.EISDIR
+			}
+			if len(old.entries) > 0 {
+				return nil, syscall.ENOTEMPTY
+			}
+		case *flatFile:
+			if _, isDir := n.(*dir); isDir {
+				return nil, syscall.ENOTDIR
+			}
+			closeImg = old.detach()
+		}
+	}
+	delete(od.entries, oname)
+	nd.entries[nname] = n
+	now := time.Now()
+	od.mtime, nd.mtime = now, now
+	return closeImg, nil
+}
+
+// contains reports whether sub is somewhere below d. Called with mu held.
+func (t *tree) contains(d, sub *dir) bool {
+	for _, n := range d.entries {
+		if c, ok := n.(*dir); ok && (c == sub || t.contains(c, sub)) {
+			return true
+		}
+	}
+	return false
+}
+
+// detach marks f unlinked and returns its image if nothing has it open.
+func (f *flatFile) detach() *image {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.detached = true
+	if f.readers == 0 && f.writers == 0 {
+		return f.img
+	}
+	return nil
+}
+
+// open applies the reader/writer rules: one writer and nobody else, or
+// any number of readers up to max. A write-open of an image that cannot
+// be written fails with EROFS.
+func (f *flatFile) open(write bool, max int) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case f.detached:
+		return syscall.ENOENT
+	case write && !f.img.writable:
+		return syscall.EROFS
+	case write && (f.readers > 0 || f.writers > 0):
+		return syscall.ETXTBSY
+	case write:
+		f.writers++
+	case f.writers > 0:
+		return syscall.ETXTBSY
+	case f.readers >= max:
+		return syscall.EMLINK
+	default:
+		f.readers++
+	}
+	return nil
+}
+
+// release undoes one open. It returns the image when the caller must
+// close it: the file was detached and this was its last handle.
+func (f *flatFile) release(write bool) *image {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if write {
+		f.writers--
+	} else {
+		f.readers--
+	}
+	if f.detached && f.readers == 0 && f.writers == 0 {
+		return f.img
+	}
+	return nil
+}
+
+func (f *flatFile) counts() (readers, writers int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.readers, f.writers
+}
+
+// mode is 0644 for a writable image, 0444 otherwise.
+func (f *flatFile) mode() uint32 {
+	if f.img.writable {
+		return 0o644
+	}
+	return 0o444
+}
+
+// attachedFiles walks the tree and returns every flattened file by path.
+func (t *tree) attachedFiles() map[string]*flatFile {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := map[string]*flatFile{}
+	var walk func(d *dir, prefix string)
+	walk = func(d *dir, prefix string) {
+		for name, n := range d.entries {
+			switch n := n.(type) {
+			case *dir:
+				walk(n, path.Join(prefix, name))
+			case *flatFile:
+				out[path.Join(prefix, name)] = n
+			}
+		}
+	}
+	walk(t.root, "/")
+	return out
+}
+
+// detachAll empties the tree of images (at unmount) and returns every
+// image that must be closed, open handles or not.
+func (t *tree) detachAll() []*image {
+	files := t.attachedFiles()
+	imgs := make([]*image, 0, len(files))
+	for _, f := range files {
+		f.detach()
+		imgs = append(imgs, f.img)
+	}
+	return imgs
+}
+
+func (t *tree) recordError(name, target string, err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.errs = append(t.errs, attachError{time.Now(), name, target, err})
+	if len(t.errs) > maxRecentErrors {
+		t.errs = t.errs[len(t.errs)-maxRecentErrors:]
+	}
+}
+
+// statusText renders the status file: attached images and recent errors.
+func (t *tree) statusText() []byte {
+	var b bytes.Buffer
+	files := t.attachedFiles()
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	fmt.Fprintf(&b, "vdflat %s, up since %s, %d image(s) attached\n\n", version, t.started.Format(time.RFC3339), len(names))
+	if len(names) > 0 {
+		w := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "NAME\tFORMAT\tSIZE\tBYTES\tMODE\tREADERS\tWRITERS\tIMAGE")
+		for _, n := range names {
+			f := files[n]
+			info := f.img.Info()
+			r, wr := f.counts()
+			format := info.Format
+			if info.Variant != "" {
+				format += "/" + info.Variant
+			}
+			mode := "rw"
+			if !f.img.writable {
+				mode = "ro"
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%d\t%d\t%s\n", n, format, humanize.IBytes(uint64(f.img.Size())), f.img.Size(), mode, r, wr, f.img.path)
+			for p := info.Parent; p != nil; p = p.Parent {
+				fmt.Fprintf(w, "\t  parent\t%s\t\t\t\t\t%s\n", p.Format, p.Path)
+			}
+		}
+		w.Flush()
+		for _, n := range names {
+			for _, warn := range files[n].img.Info().Warnings {
+				fmt.Fprintf(&b, "warning: %s: %s\n", n, warn)
+			}
+		}
+	}
+	t.mu.Lock()
+	errs := append([]attachError(nil), t.errs...)
+	t.mu.Unlock()
+	if len(errs) > 0 {
+		fmt.Fprintf(&b, "\nrecent errors (newest last):\n")
+		for _, e := range errs {
+			fmt.Fprintf(&b, "%s  %s -> %s: %v\n", e.when.Format(time.RFC3339), e.name, e.target, e.err)
+		}
+	}
+	return b.Bytes()
+}
