@@ -114,9 +114,10 @@ func toErrno(err error) error {
 	return fuse.Errno(syscall.EIO)
 }
 
-// mayModify allows changes to the tree only to root and the mounting user.
+// mayModify allows changes to the tree only to root, the mounting user
+// and the owner given with -o uid=.
 func (fsys *filesys) mayModify(h fuse.Header) error {
-	if h.Uid == 0 || h.Uid == fsys.adminUID {
+	if h.Uid == 0 || h.Uid == fsys.adminUID || h.Uid == fsys.t.uid {
 		return nil
 	}
 	return fuse.Errno(syscall.EACCES)
@@ -256,12 +257,14 @@ func (n *fsDir) Symlink(ctx context.Context, req *fuse.SymlinkRequest) (fusefs.N
 	// node, then drop the kernel's entry so the next lookup finds the
 	// regular file. The invalidation waits in the kernel until this
 	// request's reply has been processed.
+	stand := &fsAttaching{fsys: n.fsys, parent: n.d, name: req.NewName, f: f, invalidated: make(chan struct{})}
 	go func() {
+		defer close(stand.invalidated)
 		if err := n.fsys.server.InvalidateEntry(n, req.NewName); err != nil && err != fuse.ErrNotCached {
 			log.Printf("invalidating %s after attach: %v", req.NewName, err)
 		}
 	}()
-	return &fsAttaching{f: f, target: target}, nil
+	return stand, nil
 }
 
 // attach opens target and adds it to d as name; failures are logged with
@@ -309,24 +312,41 @@ func (fsys *filesys) attachFailed(name, target string, err error) {
 	fsys.t.recordError(name, target, err)
 }
 
-// fsAttaching is the symlink-typed stand-in returned by Symlink.
+// fsAttaching is the symlink-typed stand-in returned by Symlink. Until
+// the kernel has dropped it, a process that follows it (the caller of
+// ln, right after ln returned) is sent back to the same name, which by
+// then resolves to the regular file.
 type fsAttaching struct {
-	f      *flatFile
-	target string
+	fsys        *filesys
+	parent      *dir
+	name        string
+	f           *flatFile
+	invalidated chan struct{}
 }
 
 func (n *fsAttaching) Attr(ctx context.Context, a *fuse.Attr) error {
 	a.Mode = os.ModeSymlink | 0o777
-	a.Size = uint64(len(n.target))
+	a.Size = uint64(len(n.name))
 	a.Valid = 0
 	return nil
 }
 
 func (n *fsAttaching) Readlink(ctx context.Context, req *fuse.ReadlinkRequest) (string, error) {
-	return n.target, nil
+	select {
+	case <-n.invalidated:
+	case <-time.After(5 * time.Second):
+	}
+	if cur, ok := n.fsys.t.lookup(n.parent, n.name); !ok || cur != node(n.f) {
+		return "", fuse.ENOENT
+	}
+	return n.name, nil
 }
 
 // ---- flattened files ----
+
+// releaseWait is how long an open waits for a conflicting handle whose
+// close may still be on its way from the kernel.
+const releaseWait = time.Second
 
 type fsFile struct {
 	fsys *filesys
@@ -350,7 +370,7 @@ func (n *fsFile) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.Ope
 		return nil, fuse.Errno(syscall.EINVAL)
 	}
 	write := acc != fuse.OpenReadOnly
-	if err := n.f.open(write, n.fsys.t.maxReaders); err != nil {
+	if err := n.f.openWait(write, n.fsys.t.maxReaders, releaseWait); err != nil {
 		return nil, toErrno(err)
 	}
 	if write {

@@ -275,6 +275,12 @@ func serve(cfg *mountConfig, notify *os.File) error {
 		}
 	}
 
+	// Catch signals from here on, so one sent the moment the mount is
+	// ready still unmounts cleanly.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	signal.Ignore(syscall.SIGHUP)
+
 	cleanup, err := ensureFusermount()
 	if err != nil {
 		return err
@@ -309,7 +315,7 @@ func serve(cfg *mountConfig, notify *os.File) error {
 		fmt.Fprintln(notify, "ok")
 		notify.Close()
 	}
-	go handleSignals(cfg.mountpoint)
+	go handleSignals(cfg.mountpoint, sigs)
 	if err := fsys.server.Serve(fsys); err != nil {
 		return fmt.Errorf("serving %s: %w", cfg.mountpoint, err)
 	}
@@ -328,10 +334,7 @@ func closeAll(t *tree) {
 
 // handleSignals unmounts on SIGINT/SIGTERM; while the mount is busy it
 // says so, and a second signal unmounts lazily.
-func handleSignals(mountpoint string) {
-	ch := make(chan os.Signal, 2)
-	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
-	signal.Ignore(syscall.SIGHUP)
+func handleSignals(mountpoint string, ch <-chan os.Signal) {
 	busy := false
 	for sig := range ch {
 		if busy {

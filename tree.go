@@ -54,10 +54,11 @@ type flatFile struct {
 	img      *image
 	attached time.Time
 
-	mu       sync.Mutex // guards the counters, never held across I/O
+	mu       sync.Mutex // guards the fields below, never held across I/O
 	readers  int
 	writers  int
-	detached bool // unlinked; the image closes at the last release
+	detached bool          // unlinked; the image closes at the last release
+	released chan struct{} // closed (and replaced) at every release
 }
 
 type attachError struct {
@@ -313,6 +314,31 @@ func (f *flatFile) open(write bool, max int) error {
 	return nil
 }
 
+// openWait is open, but a conflict with another handle is given up to
+// wait to go away. close(2) returns before the kernel tells the daemon
+// that a file was released, so without this a "dd of=disk; cmp disk"
+// could fail with ETXTBSY for a handle that is already closed.
+func (f *flatFile) openWait(write bool, max int, wait time.Duration) error {
+	deadline := time.Now().Add(wait)
+	for {
+		f.mu.Lock()
+		if f.released == nil {
+			f.released = make(chan struct{})
+		}
+		ch := f.released
+		f.mu.Unlock()
+		err := f.open(write, max)
+		left := time.Until(deadline)
+		if err != syscall.ETXTBSY || left <= 0 {
+			return err
+		}
+		select {
+		case <-ch:
+		case <-time.After(left):
+		}
+	}
+}
+
 // release undoes one open. It returns the image when the caller must
 // close it: the file was detached and this was its last handle.
 func (f *flatFile) release(write bool) *image {
@@ -322,6 +348,10 @@ func (f *flatFile) release(write bool) *image {
 		f.writers--
 	} else {
 		f.readers--
+	}
+	if f.released != nil {
+		close(f.released)
+		f.released = nil
 	}
 	if f.detached && f.readers == 0 && f.writers == 0 {
 		return f.img

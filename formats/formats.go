@@ -138,6 +138,7 @@ type ProbeData struct {
 	Head  []byte // the first probeLen bytes (fewer for a small file)
 	Tail  []byte // the last probeLen bytes (fewer for a small file)
 	IsDir bool
+	Mode  os.FileMode // file type bits from stat
 }
 
 const probeLen = 64 << 10
@@ -214,8 +215,8 @@ func readProbe(path string) (*ProbeData, error) {
 	if err != nil {
 		return nil, err
 	}
-	pd := &ProbeData{Path: path, IsDir: st.IsDir()}
-	if pd.IsDir {
+	pd := &ProbeData{Path: path, IsDir: st.IsDir(), Mode: st.Mode()}
+	if pd.IsDir || !st.Mode().IsRegular() && st.Mode()&os.ModeDevice == 0 {
 		return pd, nil
 	}
 	f, err := os.Open(path)

@@ -10,8 +10,11 @@ func init() {
 }
 
 // Raw claims every regular file and block device that no other format
-// claims: a plain disk image, an ISO image, a partition dump.
-func probeRaw(pd *ProbeData) bool { return !pd.IsDir }
+// claims: a plain disk image, an ISO image, a partition dump. An empty
+// file, a directory, or a character device or pipe is no disk.
+func probeRaw(pd *ProbeData) bool {
+	return pd.Size > 0 && (pd.Mode.IsRegular() || pd.Mode&os.ModeDevice != 0 && pd.Mode&os.ModeCharDevice == 0)
+}
 
 // rawDisk is a plain file or block device read and written in place.
 type rawDisk struct {

@@ -68,3 +68,12 @@ func TestOpenErrors(t *testing.T) {
 		t.Fatal("directory opened as a disk")
 	}
 }
+
+func TestRawRefusesNonDisks(t *testing.T) {
+	empty := writeTemp(t, "empty", nil)
+	for _, p := range []string{empty, "/dev/null"} {
+		if _, err := Open(p, Options{ReadOnly: true}); !errors.Is(err, ErrUnknownFormat) {
+			t.Errorf("Open(%s) = %v, want ErrUnknownFormat", p, err)
+		}
+	}
+}
