@@ -74,7 +74,6 @@ func TestPartitionsAgainstSfdisk(t *testing.T) {
 	}
 }
 
-
 func TestPartitionsNone(t *testing.T) {
 	d := mustOpen(t, writeTemp(t, "blank", make([]byte, 1<<20)), Options{ReadOnly: true})
 	if parts, err := Partitions(d); err != nil || len(parts) != 0 {
