@@ -72,7 +72,9 @@ func (fsys *filesys) wrap(n node) fusefs.Node {
 	case *dir:
 		w = &fsDir{fsys, n}
 	case *flatFile:
-		w = &fsFile{fsys, n}
+		w = &fsFile{fsys: fsys, f: n, ino: n.ino, size: n.img.Size()}
+	case *partFile:
+		w = &fsFile{fsys: fsys, f: n.disk, ino: n.ino, start: n.start, size: n.size}
 	case *statusFile:
 		w = &fsStatus{fsys, n}
 	}
@@ -80,12 +82,45 @@ func (fsys *filesys) wrap(n node) fusefs.Node {
 	return w
 }
 
-// unwrap forgets the FUSE node of a tree node that left the tree. The
-// kernel may keep using the node; it just cannot be looked up again.
-func (fsys *filesys) unwrap(n node) {
+// unwrap forgets the FUSE nodes of tree nodes that left the tree. The
+// kernel may keep using them; they just cannot be looked up again.
+func (fsys *filesys) unwrap(nodes ...node) {
 	fsys.mu.Lock()
 	defer fsys.mu.Unlock()
-	delete(fsys.nodes, n)
+	for _, n := range nodes {
+		delete(fsys.nodes, n)
+	}
+}
+
+// showPartitions (re)reads the partition table of an attached disk and
+// shows its partitions under /Partitions/NAME.
+func (fsys *filesys) showPartitions(f *flatFile, name string) {
+	parts, err := f.img.partitions()
+	if err != nil {
+		log.Printf("%s: reading the partition table: %v", f.img.path, err)
+	}
+	d, stale, gone := fsys.t.setPartitions(f, name, parts)
+	fsys.unwrap(gone...)
+	if len(stale) > 0 {
+		fsys.invalidate(d, stale...)
+	}
+}
+
+// invalidate drops the kernel's cached entries for names in directory d,
+// in the background: the kernel may be waiting for the reply of the
+// request that made them stale.
+func (fsys *filesys) invalidate(d node, names ...string) {
+	if fsys.server == nil {
+		return // not serving yet: nothing is cached
+	}
+	dn := fsys.wrap(d)
+	go func() {
+		for _, name := range names {
+			if err := fsys.server.InvalidateEntry(dn, name); err != nil && err != fuse.ErrNotCached {
+				log.Printf("invalidating %s: %v", name, err)
+			}
+		}
+	}()
 }
 
 // toErrno is the one place where Go errors become errno values. (bazil's
@@ -182,13 +217,21 @@ func (n *fsDir) Remove(ctx context.Context, req *fuse.RemoveRequest) error {
 		return err
 	}
 	old, _ := n.fsys.t.lookup(n.d, req.Name)
-	img, err := n.fsys.t.remove(n.d, req.Name, req.Dir)
+	f, isFlat := old.(*flatFile)
+	var pname string
+	if isFlat {
+		pname, _ = n.fsys.t.partitionDirName(f)
+	}
+	img, gone, err := n.fsys.t.remove(n.d, req.Name, req.Dir)
 	if err != nil {
 		return toErrno(err)
 	}
-	n.fsys.unwrap(old)
-	if f, ok := old.(*flatFile); ok {
+	n.fsys.unwrap(gone...)
+	if isFlat {
 		log.Printf("detached %s (%s)", req.Name, f.img.path)
+		if pd, ok := n.fsys.t.lookup(n.fsys.t.root, partitionsDirName); ok && pname != "" {
+			n.fsys.invalidate(pd, pname)
+		}
 	}
 	n.fsys.closeImage(img)
 	return nil
@@ -297,6 +340,7 @@ func (fsys *filesys) attach(d *dir, name, target string) (*flatFile, error) {
 	for _, w := range info.Warnings {
 		log.Printf("attached %s: warning: %s", name, w)
 	}
+	fsys.showPartitions(f, name)
 	return f, nil
 }
 
@@ -342,23 +386,31 @@ func (n *fsAttaching) Readlink(ctx context.Context, req *fuse.ReadlinkRequest) (
 	return n.name, nil
 }
 
-// ---- flattened files ----
+// ---- flattened files and partitions ----
 
 // releaseWait is how long an open waits for a conflicting handle whose
 // close may still be on its way from the kernel.
 const releaseWait = time.Second
 
+// fsFile is a flattened disk, or a window onto one of its partitions;
+// either way the disk's reader/writer accounting applies.
 type fsFile struct {
-	fsys *filesys
-	f    *flatFile
+	fsys        *filesys
+	f           *flatFile
+	ino         uint64
+	start, size int64 // the window: the whole disk, or a partition
 }
 
 func (n *fsFile) Attr(ctx context.Context, a *fuse.Attr) error {
-	n.fsys.fillAttr(a, n.f.ino, os.FileMode(n.f.mode()))
+	n.fsys.fillAttr(a, n.ino, os.FileMode(n.f.mode()))
 	img := n.f.img
 	mtime, blocks := img.attrs()
-	a.Size = uint64(img.Size())
-	a.Blocks = uint64(blocks)
+	a.Size = uint64(n.size)
+	if n.size == img.Size() {
+		a.Blocks = uint64(blocks)
+	} else {
+		a.Blocks = uint64(n.size / 512)
+	}
 	a.Mtime, a.Ctime, a.Atime = mtime, mtime, mtime
 	a.Valid = time.Second // mtime and allocation change while writing
 	return nil
@@ -382,14 +434,14 @@ func (n *fsFile) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.Ope
 			return nil, toErrno(err)
 		}
 	}
-	return &fileHandle{n.f, write}, nil
+	return &fileHandle{fsys: n.fsys, f: n.f, write: write, start: n.start, size: n.size}, nil
 }
 
 func (n *fsFile) Setattr(ctx context.Context, req *fuse.SetattrRequest, resp *fuse.SetattrResponse) error {
 	if req.Valid.Mode() || req.Valid.Uid() || req.Valid.Gid() {
 		return fuse.Errno(syscall.EPERM)
 	}
-	if req.Valid.Size() && int64(req.Size) != n.f.img.Size() {
+	if req.Valid.Size() && int64(req.Size) != n.size {
 		// Without a handle and to size 0, this is open(O_TRUNC): a disk
 		// is not truncated, and `dd of=` or `cp` must not lose it. Any
 		// other size change is refused, as a block device would.
@@ -434,14 +486,19 @@ func (n *fsFile) Listxattr(ctx context.Context, req *fuse.ListxattrRequest, resp
 }
 
 type fileHandle struct {
-	f     *flatFile
-	write bool
+	fsys        *filesys
+	f           *flatFile
+	write       bool
+	start, size int64
 }
 
 func (h *fileHandle) Read(ctx context.Context, req *fuse.ReadRequest, resp *fuse.ReadResponse) error {
+	if req.Offset >= h.size {
+		return nil
+	}
 	// The server allocated resp.Data with capacity req.Size: read into it.
-	buf := resp.Data[:req.Size]
-	n, err := h.f.img.ReadAt(buf, req.Offset)
+	buf := resp.Data[:min(int64(req.Size), h.size-req.Offset)]
+	n, err := h.f.img.ReadAt(buf, h.start+req.Offset)
 	if err != nil {
 		log.Printf("%s: %v", h.f.img.path, err)
 		return toErrno(err)
@@ -451,7 +508,14 @@ func (h *fileHandle) Read(ctx context.Context, req *fuse.ReadRequest, resp *fuse
 }
 
 func (h *fileHandle) Write(ctx context.Context, req *fuse.WriteRequest, resp *fuse.WriteResponse) error {
-	n, err := h.f.img.WriteAt(req.Data, req.Offset)
+	p := req.Data
+	if len(p) > 0 && req.Offset >= h.size {
+		return fuse.Errno(syscall.ENOSPC)
+	}
+	if rem := h.size - req.Offset; int64(len(p)) > rem {
+		p = p[:rem] // a write crossing the end is cut short there
+	}
+	n, err := h.f.img.WriteAt(p, h.start+req.Offset)
 	if err != nil {
 		if !errors.Is(err, syscall.ENOSPC) {
 			log.Printf("%s: %v", h.f.img.path, err)
@@ -479,6 +543,10 @@ func (h *fileHandle) Release(ctx context.Context, req *fuse.ReleaseRequest) erro
 		// it goes back to read-only.
 		if err := h.f.img.endWrite(); err != nil {
 			log.Printf("%s: closing after writing: %v", h.f.img.path, err)
+		}
+		// The writer may have run fdisk: show the table as it is now.
+		if name, ok := h.fsys.t.partitionDirName(h.f); ok {
+			h.fsys.showPartitions(h.f, name)
 		}
 	}
 	if img := h.f.release(h.write); img != nil {

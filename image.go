@@ -113,6 +113,13 @@ func (im *image) WriteAt(p []byte, off int64) (int, error) {
 	return n, err
 }
 
+// partitions reads the disk's partition table.
+func (im *image) partitions() ([]formats.Partition, error) {
+	im.mu.RLock()
+	defer im.mu.RUnlock()
+	return formats.Partitions(im.disk)
+}
+
 func (im *image) Flush() error {
 	im.mu.RLock()
 	defer im.mu.RUnlock()

@@ -74,7 +74,8 @@ func newApp() *cli.App {
 			&cli.BoolFlag{Name: "strict", Usage: "refuse images with soft inconsistencies (such as a VMDK parent CID mismatch) instead of warning"},
 			&cli.IntFlag{Name: "max-readers", Value: 4096, Usage: "open read handles allowed per flattened file (more: EMLINK)"},
 		},
-		Action: mountCommand,
+		Commands: commands(),
+		Action:   mountCommand,
 	}
 }
 

@@ -680,3 +680,61 @@ func firstDiff(a, b []byte) int {
 	}
 	return -1
 }
+
+func TestMountPartitions(t *testing.T) {
+	img, _ := mbrDisk(t, 4<<20)
+	// An ext4 file system inside partition 1 (sectors 64..575).
+	runTool(t, "", "mkfs.ext4", "-q", "-F", "-E", "offset=32768", img, "256k")
+	m := startMount(t)
+	p := m.attach(t, img, "disk")
+	pdir := filepath.Join(m.dir, "Partitions", "disk")
+	p1 := filepath.Join(pdir, "p1")
+	st, err := os.Stat(p1)
+	if err != nil || st.Size() != 512*512 {
+		t.Fatalf("p1: %v %v; want 262144 bytes", st, err)
+	}
+	if st, err := os.Stat(filepath.Join(pdir, "p2")); err != nil || st.Size() != (8192-576)*512 {
+		t.Fatalf("p2: %v, %v", st, err)
+	}
+	runTool(t, "", "fsck.ext4", "-n", p1)
+	if out := runTool(t, "", "fls", p1); !strings.Contains(out, "lost+found") {
+		t.Fatalf("fls p1:\n%s", out)
+	}
+	// A reader of a partition is a reader of the disk.
+	r, err := os.Open(p1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = os.OpenFile(p, os.O_WRONLY, 0)
+	wantErrno(t, "write-open of the disk while a partition is open", err, syscall.ETXTBSY)
+	r.Close()
+	// Writes stay inside the partition.
+	w, err := os.OpenFile(filepath.Join(pdir, "p2"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = w.WriteAt([]byte("x"), (8192-576)*512)
+	wantErrno(t, "write at the partition's end", err, syscall.ENOSPC)
+	w.Close()
+
+	// Repartitioning through the flattened file shows the new table
+	// once the writer closes.
+	cmd := exec.Command("sfdisk", "--no-reread", "--no-tell-kernel", p)
+	cmd.Stdin = strings.NewReader("label: dos\nstart=64, size=512, type=83\nstart=576, size=1000, type=7\nstart=2048, type=c\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("sfdisk on the flattened file: %v\n%s", err, out)
+	}
+	for i := 0; ; i++ {
+		if _, err := os.Stat(filepath.Join(pdir, "p3")); err == nil {
+			break
+		}
+		if i == 100 {
+			t.Fatal("p3 did not appear after repartitioning")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	os.Remove(p)
+	if _, err := os.Stat(pdir); !os.IsNotExist(err) {
+		t.Fatalf("partitions stay after detach: %v", err)
+	}
+}

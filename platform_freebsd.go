@@ -22,3 +22,11 @@ func callerCwd(pid uint32) (string, error) {
 
 // callerGroups is unknown without procfs; only the primary group counts.
 func callerGroups(pid uint32) []uint32 { return nil }
+
+// diskUsage is the space a file occupies on disk.
+func diskUsage(st os.FileInfo) int64 {
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		return sys.Blocks * 512
+	}
+	return st.Size()
+}

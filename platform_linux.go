@@ -43,3 +43,11 @@ func callerGroups(pid uint32) []uint32 {
 	}
 	return nil
 }
+
+// diskUsage is the space a file occupies on disk.
+func diskUsage(st os.FileInfo) int64 {
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		return sys.Blocks * 512
+	}
+	return st.Size()
+}

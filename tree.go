@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/dustin/go-humanize"
+
+	"vdflat/formats"
 )
 
 // The in-memory tree of a mount: directories, flattened-image files and
@@ -22,9 +24,10 @@ import (
 type node interface{ inode() uint64 }
 
 const (
-	flattenedDirName = "FlattenedImages"
-	statusFileName   = "status"
-	maxRecentErrors  = 32
+	flattenedDirName  = "FlattenedImages"
+	partitionsDirName = "Partitions"
+	statusFileName    = "status"
+	maxRecentErrors   = 32
 )
 
 // tree guards the directory structure with one mutex that is never held
@@ -37,7 +40,8 @@ type tree struct {
 	mu      sync.Mutex
 	nextIno uint64
 	root    *dir
-	errs    []attachError // most recent last
+	parts   map[*flatFile]*dir // each disk's directory under /Partitions
+	errs    []attachError      // most recent last
 }
 
 type dir struct {
@@ -47,6 +51,15 @@ type dir struct {
 }
 
 type statusFile struct{ ino uint64 }
+
+// partFile is a window onto one partition of an attached disk. It shares
+// the disk's reader/writer accounting: a writer of a partition is a
+// writer of the disk.
+type partFile struct {
+	ino         uint64
+	disk        *flatFile
+	start, size int64
+}
 
 // flatFile is an attached image seen as a regular file.
 type flatFile struct {
@@ -70,16 +83,108 @@ type attachError struct {
 func (d *dir) inode() uint64        { return d.ino }
 func (s *statusFile) inode() uint64 { return s.ino }
 func (f *flatFile) inode() uint64   { return f.ino }
+func (p *partFile) inode() uint64   { return p.ino }
 
 // newTree makes the tree every mount starts with: / holding the status
-// file and an empty FlattenedImages directory.
+// file and empty FlattenedImages and Partitions directories.
 func newTree(uid, gid uint32, maxReaders int) *tree {
 	now := time.Now()
-	t := &tree{uid: uid, gid: gid, maxReaders: maxReaders, started: now, nextIno: 1}
+	t := &tree{uid: uid, gid: gid, maxReaders: maxReaders, started: now, nextIno: 1, parts: map[*flatFile]*dir{}}
 	t.root = t.newDir()
 	t.root.entries[statusFileName] = &statusFile{ino: t.allocIno()}
 	t.root.entries[flattenedDirName] = t.newDir()
+	t.root.entries[partitionsDirName] = t.newDir()
 	return t
+}
+
+// setPartitions shows disk f's partitions as files pN in the directory
+// /Partitions/NAME, made on first use and kept (emptied if need be) until
+// the disk is detached, so the kernel's cached entry for it stays valid.
+// It returns that directory (nil if none), the names whose files were
+// replaced (stale in the kernel's cache) and the nodes that left the tree.
+func (t *tree) setPartitions(f *flatFile, name string, parts []formats.Partition) (*dir, []string, []node) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	d, ok := t.parts[f]
+	if !ok {
+		pdir, isDir := t.root.entries[partitionsDirName].(*dir)
+		if !isDir || len(parts) == 0 {
+			return nil, nil, nil
+		}
+		if _, taken := pdir.entries[name]; taken {
+			name = fmt.Sprintf("%s-%d", name, f.ino)
+		}
+		d = t.newDir()
+		pdir.entries[name] = d
+		pdir.mtime = time.Now()
+		t.parts[f] = d
+	}
+	var stale []string
+	var gone []node
+	for name, n := range d.entries {
+		stale = append(stale, name)
+		gone = append(gone, n)
+	}
+	clear(d.entries)
+	for _, p := range parts {
+		d.entries[fmt.Sprintf("p%d", p.Number)] = &partFile{ino: t.allocIno(), disk: f, start: p.Start, size: p.Size}
+	}
+	d.mtime = time.Now()
+	return d, stale, gone
+}
+
+// partitionDirName is the name of disk f's directory under /Partitions,
+// or the disk's own name when it has none yet, and whether f is attached.
+func (t *tree) partitionDirName(f *flatFile) (string, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if d, ok := t.parts[f]; ok {
+		if pdir, ok := t.root.entries[partitionsDirName].(*dir); ok {
+			for name, n := range pdir.entries {
+				if n == node(d) {
+					return name, true
+				}
+			}
+		}
+	}
+	var found string
+	var walk func(d *dir) bool
+	walk = func(d *dir) bool {
+		for name, n := range d.entries {
+			if n == node(f) {
+				found = name
+				return true
+			}
+			if sub, ok := n.(*dir); ok && walk(sub) {
+				return true
+			}
+		}
+		return false
+	}
+	return found, walk(t.root)
+}
+
+// dropPartitionsLocked removes disk f's partition directory, if any, and
+// returns the removed nodes. Called with mu held.
+func (t *tree) dropPartitionsLocked(f *flatFile) []node {
+	d, ok := t.parts[f]
+	if !ok {
+		return nil
+	}
+	delete(t.parts, f)
+	gone := []node{d}
+	for _, n := range d.entries {
+		gone = append(gone, n)
+	}
+	if pdir, ok := t.root.entries[partitionsDirName].(*dir); ok {
+		for name, n := range pdir.entries {
+			if n == node(d) {
+				delete(pdir.entries, name)
+				pdir.mtime = time.Now()
+			}
+		}
+	}
+	return gone
 }
 
 func (t *tree) allocIno() uint64 {
@@ -186,38 +291,40 @@ func (t *tree) attach(d *dir, name string, img *image) (*flatFile, error) {
 
 // remove unlinks (isDir false) or rmdirs (isDir true) name in d. It
 // returns an image the caller must close, outside any lock, when a
-// detached file had no open handles.
-func (t *tree) remove(d *dir, name string, isDir bool) (*image, error) {
+// detached file had no open handles, and every node that left the tree.
+func (t *tree) remove(d *dir, name string, isDir bool) (*image, []node, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	n, ok := d.entries[name]
 	if !ok {
-		return nil, syscall.ENOENT
+		return nil, nil, syscall.ENOENT
 	}
 	switch n := n.(type) {
 	case *dir:
 		if !isDir {
-			return nil, syscall.EISDIR
+			return nil, nil, syscall.EISDIR
 		}
 		if n == t.root {
-			return nil, syscall.EBUSY
+			return nil, nil, syscall.EBUSY
 		}
 		if len(n.entries) > 0 {
-			return nil, syscall.ENOTEMPTY
+			return nil, nil, syscall.ENOTEMPTY
 		}
 	case *statusFile:
-		return nil, syscall.EPERM
+		return nil, nil, syscall.EPERM
 	default:
 		if isDir {
-			return nil, syscall.ENOTDIR
+			return nil, nil, syscall.ENOTDIR
 		}
 	}
 	delete(d.entries, name)
 	d.mtime = time.Now()
+	gone := []node{n}
 	if f, ok := n.(*flatFile); ok {
-		return f.detach(), nil
+		gone = append(gone, t.dropPartitionsLocked(f)...)
+		return f.detach(), gone, nil
 	}
-	return nil, nil
+	return nil, gone, nil
 }
 
 // rename moves od/oname to nd/nname with rename(2) semantics: a file
@@ -259,6 +366,7 @@ func (t *tree) rename(od *dir, oname string, nd *dir, nname string) (*image, err
 				return nil, syscall.ENOTDIR
 			}
 			closeImg = old.detach()
+			t.dropPartitionsLocked(old)
 		}
 	}
 	delete(od.entries, oname)

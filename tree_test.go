@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"vdflat/formats"
 )
 
 // testImage is an image backed by an in-memory disk.
@@ -76,7 +78,7 @@ func TestTreeDetachClosesAtLastRelease(t *testing.T) {
 	if err := f.open(false, 10); err != nil {
 		t.Fatal(err)
 	}
-	toClose, err := tr.remove(flat, "disk", false)
+	toClose, _, err := tr.remove(flat, "disk", false)
 	if err != nil || toClose != nil {
 		t.Fatalf("remove with an open handle: %v, %v; want nil, nil", toClose, err)
 	}
@@ -91,7 +93,7 @@ func TestTreeDetachClosesAtLastRelease(t *testing.T) {
 	}
 	// Detaching an idle file hands the image back at once.
 	tr.attach(flat, "idle", img)
-	if toClose, _ := tr.remove(flat, "idle", false); toClose != img {
+	if toClose, _, _ := tr.remove(flat, "idle", false); toClose != img {
 		t.Fatal("detach of an idle file did not hand back the image")
 	}
 }
@@ -107,16 +109,16 @@ func TestTreeDirectories(t *testing.T) {
 		t.Fatalf("mkdir twice: %v", err)
 	}
 	tr.attach(sub, "disk", testImage(true))
-	if _, err := tr.remove(flat, "sub", true); err != syscall.ENOTEMPTY {
+	if _, _, err := tr.remove(flat, "sub", true); err != syscall.ENOTEMPTY {
 		t.Fatalf("rmdir of a non-empty dir: %v, want ENOTEMPTY", err)
 	}
-	if _, err := tr.remove(sub, "disk", true); err != syscall.ENOTDIR {
+	if _, _, err := tr.remove(sub, "disk", true); err != syscall.ENOTDIR {
 		t.Fatalf("rmdir of a file: %v, want ENOTDIR", err)
 	}
-	if _, err := tr.remove(flat, "sub", false); err != syscall.EISDIR {
+	if _, _, err := tr.remove(flat, "sub", false); err != syscall.EISDIR {
 		t.Fatalf("unlink of a dir: %v, want EISDIR", err)
 	}
-	if _, err := tr.remove(root, statusFileName, false); err != syscall.EPERM {
+	if _, _, err := tr.remove(root, statusFileName, false); err != syscall.EPERM {
 		t.Fatalf("unlink of status: %v, want EPERM", err)
 	}
 	if _, err := tr.rename(root, flattenedDirName, sub, "x"); err != syscall.EINVAL {
@@ -128,7 +130,7 @@ func TestTreeDirectories(t *testing.T) {
 	if _, ok := tr.lookup(flat, "moved"); !ok {
 		t.Fatal("renamed file not found")
 	}
-	if _, err := tr.remove(flat, "sub", true); err != nil {
+	if _, _, err := tr.remove(flat, "sub", true); err != nil {
 		t.Fatalf("rmdir of an empty dir: %v", err)
 	}
 	// Renaming over a file detaches the one replaced.
@@ -232,5 +234,35 @@ func TestTreeOpenWaitsForRelease(t *testing.T) {
 	}
 	if time.Since(start) < 100*time.Millisecond {
 		t.Fatal("openWait gave up before its wait")
+	}
+}
+
+func TestTreePartitions(t *testing.T) {
+	tr := newTree(0, 0, 10)
+	f, _ := tr.attach(tr.flattened(), "disk", testImage(true))
+	tr.setPartitions(f, "disk", []formats.Partition{{Number: 1, Start: 512, Size: 1024}, {Number: 5, Start: 2048, Size: 512}})
+	pdir, _ := tr.lookup(tr.root, partitionsDirName)
+	dd, ok := tr.lookup(pdir.(*dir), "disk")
+	if !ok {
+		t.Fatal("no /Partitions/disk")
+	}
+	p5, ok := tr.lookup(dd.(*dir), "p5")
+	if !ok || p5.(*partFile).start != 2048 || p5.(*partFile).disk != f {
+		t.Fatalf("p5: %+v", p5)
+	}
+	// A reader of a partition is a reader of the disk.
+	if err := p5.(*partFile).disk.open(false, 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.open(true, 10); err != syscall.ETXTBSY {
+		t.Fatalf("write-open of the disk while a partition is read: %v", err)
+	}
+	f.release(false)
+	_, gone, err := tr.remove(tr.flattened(), "disk", false)
+	if err != nil || len(gone) != 4 {
+		t.Fatalf("detach: %d nodes gone, %v; want the file, its partition dir and 2 partitions", len(gone), err)
+	}
+	if _, ok := tr.lookup(pdir.(*dir), "disk"); ok {
+		t.Fatal("partitions stay after detach")
 	}
 }
