@@ -26,6 +26,7 @@ type filesys struct {
 	server     *fusefs.Server
 	attachOpts formats.Options
 	readOnly   bool   // --read-only: no image is ever opened for writing
+	overlayDir string // --overlay: writes go to DIR/NAME.qcow2, never to images
 	adminUID   uint32 // besides root, the only user who may change the tree
 
 	mu    sync.Mutex
@@ -319,7 +320,11 @@ func (fsys *filesys) attach(d *dir, name, target string) (*flatFile, error) {
 	}
 	var img *image
 	if err == nil {
-		img, err = openImage(target, fsys.attachOpts, fsys.readOnly)
+		var overlay string
+		if fsys.overlayDir != "" {
+			overlay = filepath.Join(fsys.overlayDir, name+".qcow2")
+		}
+		img, err = openImage(target, fsys.attachOpts, fsys.readOnly, overlay)
 	}
 	if err != nil {
 		fsys.attachFailed(name, target, err)
@@ -335,6 +340,8 @@ func (fsys *filesys) attach(d *dir, name, target string) (*flatFile, error) {
 	mode := "read-write on demand"
 	if !img.writable {
 		mode = "read-only"
+	} else if img.overlay != "" {
+		mode = "writes go to " + img.overlay
 	}
 	log.Printf("attached %s: %s (%s %s, %d bytes, %s)", name, target, info.Format, info.Variant, img.Size(), mode)
 	for _, w := range info.Warnings {

@@ -3,7 +3,9 @@ package main
 import (
 	"errors"
 	"fmt"
+	"log"
 	"os"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -17,6 +19,7 @@ import (
 // read-only, so attaching and reading never modify the evidence.
 type image struct {
 	path     string // absolute path of the attach target
+	overlay  string // with --overlay: the qcow2 file that takes every write
 	opts     formats.Options
 	writable bool // format, variant, files and --read-only allow writing
 	size     int64
@@ -30,17 +33,71 @@ type image struct {
 	writeLocks rangeLock
 }
 
-// openImage opens path read-only with its whole chain.
-func openImage(path string, opts formats.Options, readOnly bool) (*image, error) {
+// openImage opens path read-only with its whole chain. With an overlay
+// path, writes will go to that qcow2 file, made at the first write-open;
+// an overlay that exists already is resumed if it is backed by path.
+func openImage(path string, opts formats.Options, readOnly bool, overlay string) (*image, error) {
 	opts.ReadOnly = true
+	im := &image{path: path, overlay: overlay, opts: opts}
 	d, err := formats.Open(path, opts)
 	if err != nil {
 		return nil, err
 	}
-	im := &image{path: path, opts: opts, disk: d, size: d.Size()}
+	im.size = d.Size()
+	if im.overlayExists() {
+		d.Close()
+		if d, err = im.openOverlay(true); err != nil {
+			return nil, err
+		}
+	}
+	im.disk = d
 	im.refresh()
-	im.writable = !readOnly && formats.CanWrite(d) && filesWritable(im.info.Files)
+	if overlay != "" {
+		im.writable = !readOnly && syscall.Access(filepath.Dir(overlay), 2 /* W_OK */) == nil
+	} else {
+		im.writable = !readOnly && formats.CanWrite(d) && filesWritable(im.info.Files)
+	}
 	return im, nil
+}
+
+func (im *image) overlayExists() bool {
+	if im.overlay == "" {
+		return false
+	}
+	_, err := os.Stat(im.overlay)
+	return err == nil
+}
+
+// openOverlay opens the overlay and checks that it is backed by the image.
+func (im *image) openOverlay(readOnly bool) (formats.Disk, error) {
+	opts := im.opts
+	opts.ReadOnly = readOnly
+	d, err := formats.Open(im.overlay, opts)
+	if err != nil {
+		return nil, fmt.Errorf("overlay: %w", err)
+	}
+	info := d.Info()
+	if info.Format != "qcow2" || info.Parent == nil || filepath.Clean(info.Parent.Path) != im.path || d.Size() != im.size {
+		d.Close()
+		backing := "nothing"
+		if info.Parent != nil {
+			backing = info.Parent.Path
+		}
+		return nil, fmt.Errorf("overlay %s is backed by %s, not by %s (%s of %d bytes): refusing it: %w",
+			im.overlay, backing, im.path, info.Format, d.Size(), formats.ErrCorrupt)
+	}
+	return d, nil
+}
+
+// openTarget opens what reads and writes go to: the overlay once it
+// exists, else the image itself.
+func (im *image) openTarget(readOnly bool) (formats.Disk, error) {
+	if im.overlayExists() {
+		return im.openOverlay(readOnly)
+	}
+	opts := im.opts
+	opts.ReadOnly = readOnly
+	return formats.Open(im.path, opts)
 }
 
 // filesWritable reports whether the daemon may write every file of the
@@ -132,9 +189,14 @@ func (im *image) beginWrite() error {
 	if !im.writable {
 		return syscall.EROFS
 	}
-	opts := im.opts
-	opts.ReadOnly = false
-	d, err := formats.Open(im.path, opts)
+	if im.overlay != "" && !im.overlayExists() {
+		format := formats.QemuFormatName(im.Info().Format)
+		if err := formats.CreateOverlay(im.overlay, im.path, format, im.size); err != nil {
+			return fmt.Errorf("creating overlay: %w", err)
+		}
+		log.Printf("%s: writes go to the new overlay %s", im.path, im.overlay)
+	}
+	d, err := im.openTarget(false)
 	if err != nil {
 		return fmt.Errorf("reopening read-write: %w", err)
 	}
@@ -153,12 +215,10 @@ func (im *image) beginWrite() error {
 // endWrite flushes and closes the read-write disk and returns to a
 // read-only one.
 func (im *image) endWrite() error {
-	opts := im.opts
-	opts.ReadOnly = true
 	im.mu.Lock()
 	defer im.mu.Unlock()
 	ferr := im.disk.Close()
-	d, err := formats.Open(im.path, opts)
+	d, err := im.openTarget(true)
 	if err != nil {
 		// Keep serving nothing rather than a closed disk: reads fail with EIO.
 		im.disk = brokenDisk{size: im.size, err: err}

@@ -72,6 +72,7 @@ func newApp() *cli.App {
 			&cli.StringFlag{Name: "log", Usage: "log to `FILE` (default: stderr in the foreground, syslog in the background)"},
 			&cli.StringSliceFlag{Name: "search-path", Usage: "extra `DIR` to look in for parent images found by identity (VDI snapshots)"},
 			&cli.BoolFlag{Name: "strict", Usage: "refuse images with soft inconsistencies (such as a VMDK parent CID mismatch) instead of warning"},
+			&cli.StringFlag{Name: "overlay", Usage: "never write images: writes go to `DIR`/NAME.qcow2 (made at the first write-open, backed by the image, resumed when NAME is attached again)"},
 			&cli.IntFlag{Name: "max-readers", Value: 4096, Usage: "open read handles allowed per flattened file (more: EMLINK)"},
 		},
 		Commands: commands(),
@@ -90,6 +91,7 @@ type mountConfig struct {
 	allowOther bool
 	uid, gid   uint32
 	logFile    string
+	overlayDir string
 	maxReaders int
 	attachOpts formats.Options
 }
@@ -105,6 +107,7 @@ func parseMountConfig(c *cli.Context) (*mountConfig, error) {
 		debug:      c.Bool("debug"),
 		readOnly:   c.Bool("read-only"),
 		logFile:    c.String("log"),
+		overlayDir: c.String("overlay"),
 		maxReaders: c.Int("max-readers"),
 		uid:        uint32(os.Getuid()),
 		gid:        uint32(os.Getgid()),
@@ -146,6 +149,14 @@ func parseMountConfig(c *cli.Context) (*mountConfig, error) {
 		return nil, err
 	}
 	cfg.mountpoint = abs
+	if cfg.overlayDir != "" {
+		if cfg.overlayDir, err = filepath.Abs(cfg.overlayDir); err != nil {
+			return nil, err
+		}
+		if st, err := os.Stat(cfg.overlayDir); err != nil || !st.IsDir() {
+			return nil, cli.Exit(fmt.Sprintf("--overlay %s: not a directory", cfg.overlayDir), 2)
+		}
+	}
 	return cfg, nil
 }
 
@@ -262,6 +273,7 @@ func serve(cfg *mountConfig, notify *os.File) error {
 	t := newTree(cfg.uid, cfg.gid, cfg.maxReaders)
 	admin := uint32(os.Getuid())
 	fsys := newFilesys(t, cfg.attachOpts, cfg.readOnly, admin)
+	fsys.overlayDir = cfg.overlayDir
 	defer closeAll(t)
 
 	flat := t.flattened()

@@ -745,3 +745,57 @@ func TestMountPartitions(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func sha256File(t *testing.T, p string) string {
+	t.Helper()
+	return strings.Fields(runTool(t, "", "sha256sum", p))[0]
+}
+
+// With --overlay, writes land in DIR/NAME.qcow2 and never in the image;
+// qemu reads the overlay, and attaching again resumes it.
+func TestMountOverlay(t *testing.T) {
+	raw, _ := mbrDisk(t, 3<<20+512)
+	base := filepath.Join(t.TempDir(), "base.vmdk")
+	runTool(t, "", "qemu-img", "convert", "-f", "raw", "-O", "vmdk", raw, base)
+	baseHash := sha256File(t, base)
+	ovDir := t.TempDir()
+	m := startMount(t, "--overlay", ovDir)
+	p := m.attach(t, base, "disk")
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatalf("write-open with --overlay: %v\n%s", err, m.log())
+	}
+	r := rand.New(rand.NewSource(7))
+	for i := 0; i < 50; i++ {
+		buf := make([]byte, 1+r.Intn(100000))
+		r.Read(buf)
+		if _, err := f.WriteAt(buf, r.Int63n(3<<20-100000)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.Close()
+	through := filepath.Join(t.TempDir(), "through.raw")
+	runTool(t, "", "cp", p, through)
+	if got := sha256File(t, base); got != baseHash {
+		t.Fatal("the image changed although writes go to the overlay")
+	}
+	ov := filepath.Join(ovDir, "disk.qcow2")
+	if out := runTool(t, "", "qemu-img", "info", "--backing-chain", ov); !strings.Contains(out, base) {
+		t.Fatalf("qemu-img info of the overlay:\n%s", out)
+	}
+	runTool(t, "", "qemu-img", "check", ov)
+	conv := filepath.Join(t.TempDir(), "conv.raw")
+	runTool(t, "", "qemu-img", "convert", "-O", "raw", ov, conv)
+	runTool(t, "", "cmp", conv, through)
+
+	// Detach and attach again: the overlay is resumed.
+	os.Remove(p)
+	p = m.attach(t, base, "disk")
+	runTool(t, "", "cmp", p, through)
+	os.Remove(p)
+	// Another image under the same name does not match the overlay.
+	wantErrno(t, "attach of another image over an existing overlay", os.Symlink(raw, p), syscall.EIO)
+	if st, _ := os.ReadFile(filepath.Join(m.dir, "status")); !strings.Contains(string(st), "refusing it") {
+		t.Fatalf("status does not explain the refused overlay:\n%s", st)
+	}
+}
