@@ -406,6 +406,22 @@ type fsFile struct {
 	f           *flatFile
 	ino         uint64
 	start, size int64 // the window: the whole disk, or a partition
+
+	cacheMu    sync.Mutex
+	cachedGen  uint64 // the disk's writeCount when the kernel's page cache of this file was last (re)filled
+	cacheValid bool
+}
+
+// keepCache tells whether the kernel may keep this file's cached pages
+// at an open: yes unless a writer (of this file, the disk or any of its
+// partitions) has closed since the cache was filled.
+func (n *fsFile) keepCache(write bool) bool {
+	gen := n.f.writeCount()
+	n.cacheMu.Lock()
+	defer n.cacheMu.Unlock()
+	keep := n.cacheValid && n.cachedGen == gen && !write
+	n.cachedGen, n.cacheValid = gen, !write
+	return keep
 }
 
 func (n *fsFile) Attr(ctx context.Context, a *fuse.Attr) error {
@@ -440,6 +456,11 @@ func (n *fsFile) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.Ope
 			}
 			return nil, toErrno(err)
 		}
+	}
+	if n.keepCache(write) {
+		// Read-mostly disks are read again and again (mmls, then fls,
+		// then icat): keeping the page cache saves all those requests.
+		resp.Flags |= fuse.OpenKeepCache
 	}
 	return &fileHandle{fsys: n.fsys, f: n.f, write: write, start: n.start, size: n.size}, nil
 }

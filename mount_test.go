@@ -799,3 +799,49 @@ func TestMountOverlay(t *testing.T) {
 		t.Fatalf("status does not explain the refused overlay:\n%s", st)
 	}
 }
+
+// Pages the kernel keeps for readers are dropped once a writer of the
+// disk, or of one of its partitions, has changed it.
+func TestMountCacheDroppedAfterWrite(t *testing.T) {
+	img, data := mbrDisk(t, 1<<20)
+	m := startMount(t)
+	p := m.attach(t, img, "disk")
+	p1 := filepath.Join(m.dir, "Partitions", "disk", "p1")
+	for round := 0; round < 3; round++ {
+		if got, _ := os.ReadFile(p); !bytes.Equal(got, data) {
+			t.Fatalf("round %d: disk content differs before the write", round)
+		}
+		os.ReadFile(p1) // fill its cache too
+		// Write through the partition, then through the disk.
+		target, off := p1, int64(100)
+		if round%2 == 1 {
+			target, off = p, 64*512+100
+		}
+		patch := bytes.Repeat([]byte{byte(0xa0 + round)}, 5000)
+		f, err := os.OpenFile(target, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteAt(patch, off); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		copy(data[64*512+100:], patch)
+		for i := 0; ; i++ {
+			got, err := os.ReadFile(p)
+			if err == nil {
+				if !bytes.Equal(got, data) {
+					t.Fatalf("round %d: stale data read after a write through %s", round, filepath.Base(target))
+				}
+				break
+			}
+			if i == 100 {
+				t.Fatal(err)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if got, _ := os.ReadFile(p1); !bytes.Equal(got, data[64*512:64*512+len(got)]) || len(got) != 512*512 {
+			t.Fatalf("round %d: stale partition data", round)
+		}
+	}
+}

@@ -72,6 +72,7 @@ type flatFile struct {
 	writers  int
 	detached bool          // unlinked; the image closes at the last release
 	released chan struct{} // closed (and replaced) at every release
+	writes   uint64        // counts writers' releases, so page caches know when they went stale
 }
 
 type attachError struct {
@@ -454,6 +455,7 @@ func (f *flatFile) release(write bool) *image {
 	defer f.mu.Unlock()
 	if write {
 		f.writers--
+		f.writes++
 	} else {
 		f.readers--
 	}
@@ -465,6 +467,13 @@ func (f *flatFile) release(write bool) *image {
 		return f.img
 	}
 	return nil
+}
+
+// writeCount is the number of writers' releases so far.
+func (f *flatFile) writeCount() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.writes
 }
 
 func (f *flatFile) counts() (readers, writers int) {
