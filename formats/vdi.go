@@ -456,14 +456,22 @@ func (d *vdiDisk) Size() int64 { return d.size }
 
 // entry returns block map entry i (i < blocks).
 func (d *vdiDisk) entry(i uint32) (uint32, error) {
+	var e [1]uint32
+	_, err := d.entries(i, e[:])
+	return e[0], err
+}
+
+// entries copies block map entries from i on into dst, up to the end of
+// i's page, and returns how many it copied.
+func (d *vdiDisk) entries(i uint32, dst []uint32) (int, error) {
 	pg, idx := i/vdiPageEntries, i%vdiPageEntries
 	d.mapMu.RLock()
 	page, ok := d.pages.Get(pg)
 	gen := d.mapGen
 	if ok {
-		v := page[idx]
+		n := copy(dst, page[idx:])
 		d.mapMu.RUnlock()
-		return v, nil
+		return n, nil
 	}
 	d.mapMu.RUnlock()
 
@@ -474,7 +482,8 @@ func (d *vdiDisk) entry(i uint32) (uint32, error) {
 	d.mapMu.Lock()
 	if d.mapGen != gen {
 		// The map changed while we read it: our copy may be stale. Reload
-		// under allocMu, which every map change holds.
+		// under allocMu, which every map change holds. (allocate calls us
+		// with allocMu held, but then no change can happen meanwhile.)
 		d.mapMu.Unlock()
 		d.allocMu.Lock()
 		defer d.allocMu.Unlock()
@@ -488,9 +497,9 @@ func (d *vdiDisk) entry(i uint32) (uint32, error) {
 	} else {
 		d.pages.Put(pg, page)
 	}
-	v := page[idx]
+	n := copy(dst, page[idx:])
 	d.mapMu.Unlock()
-	return v, nil
+	return n, nil
 }
 
 // loadPage reads page pg of the block map from the file.
@@ -561,30 +570,13 @@ func (d *vdiDisk) ReadAt(p []byte, off int64) (int, error) {
 // free blocks.
 func (d *vdiDisk) readRange(q []byte, off int64) error {
 	for len(q) > 0 {
-		bi := uint32(off >> d.shift)
-		in := off & (d.bs - 1)
-		e, err := d.entry(bi)
+		e, kind, run, err := d.run(off, int64(len(q)))
 		if err != nil {
 			return err
 		}
-		run := min(d.bs-in, int64(len(q)))
-		kind := d.kind(e)
-		for run < int64(len(q)) {
-			next, err := d.entry(bi + uint32((run+in)>>d.shift))
-			if err != nil {
-				return err
-			}
-			if kind == vdiKindData {
-				if d.h.blockExtra != 0 || next != e+uint32((run+in)>>d.shift) {
-					break
-				}
-			} else if d.kind(next) != kind {
-				break
-			}
-			run += min(d.bs, int64(len(q))-run)
-		}
 		switch kind {
 		case vdiKindData:
+			in := off & (d.bs - 1)
 			if err := readFullAt(d.f, q[:run], d.dataOff(e, in), "vdi", d.path); err != nil {
 				return err
 			}
@@ -599,6 +591,34 @@ func (d *vdiDisk) readRange(q []byte, off int64) error {
 		off += run
 	}
 	return nil
+}
+
+// run looks up the block holding off and returns its entry, its kind and
+// how many of the n bytes from off (n > 0) can be handled alike: blocks
+// stored one after another in the file (one pread or pwrite), or blocks
+// that all read as zeros or all from the parent.
+func (d *vdiDisk) run(off, n int64) (e uint32, kind int, run int64, err error) {
+	in := off & (d.bs - 1)
+	var buf [64]uint32
+	want := min((in+n+d.bs-1)>>d.shift, int64(len(buf)))
+	k, err := d.entries(uint32(off>>d.shift), buf[:want])
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	e = buf[0]
+	kind = d.kind(e)
+	run = min(d.bs-in, n)
+	for j := 1; j < k && run < n; j++ {
+		if kind == vdiKindData {
+			if d.h.blockExtra != 0 || buf[j] != e+uint32(j) {
+				break
+			}
+		} else if d.kind(buf[j]) != kind {
+			break
+		}
+		run += min(d.bs, n-run)
+	}
+	return e, kind, run, nil
 }
 
 const (
@@ -637,30 +657,19 @@ func (d *vdiDisk) WriteAt(p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	for len(q) > 0 {
-		bi := uint32(off >> d.shift)
-		in := off & (d.bs - 1)
-		e, err := d.entry(bi)
+		e, kind, run, err := d.run(off, int64(len(q)))
 		if err != nil {
 			return 0, err
 		}
-		run := min(d.bs-in, int64(len(q)))
-		if !vdiAllocated(e) {
-			if err := d.allocate(bi, in, q[:run]); err != nil {
-				return 0, err
-			}
-		} else {
-			for d.h.blockExtra == 0 && run < int64(len(q)) {
-				next, err := d.entry(bi + uint32((run+in)>>d.shift))
-				if err != nil {
-					return 0, err
-				}
-				if next != e+uint32((run+in)>>d.shift) {
-					break
-				}
-				run += min(d.bs, int64(len(q))-run)
-			}
+		in := off & (d.bs - 1)
+		if kind == vdiKindData {
 			if _, err := d.f.WriteAt(q[:run], d.dataOff(e, in)); err != nil {
 				return 0, fmt.Errorf("vdi: %s: write at %#x: %w", d.path, d.dataOff(e, in), err)
+			}
+		} else {
+			run = min(d.bs-in, int64(len(q))) // allocation goes block by block
+			if err := d.allocate(uint32(off>>d.shift), in, q[:run]); err != nil {
+				return 0, err
 			}
 		}
 		q = q[run:]
@@ -805,12 +814,30 @@ func (d *vdiDisk) Map(off, length int64) (bool, int64, error) {
 	length = min(length, d.sizeUp-off)
 	var alloc bool
 	var n int64
+	var buf [512]uint32
+	var ents []uint32
 	for n < length {
 		pos := off + n
+		if len(ents) == 0 {
+			k, err := d.entries(uint32(pos>>d.shift), buf[:])
+			if err != nil {
+				return false, 0, err
+			}
+			ents = buf[:k]
+		}
+		e := ents[0]
+		ents = ents[1:]
 		seg := min(d.bs-pos&(d.bs-1), length-n)
-		a, an, err := d.mapBlock(pos, seg)
-		if err != nil {
-			return false, 0, err
+		var a bool
+		an := seg
+		switch d.kind(e) {
+		case vdiKindData:
+			a = true
+		case vdiKindParent:
+			var err error
+			if a, an, err = d.mapParent(pos, seg); err != nil {
+				return false, 0, err
+			}
 		}
 		if n > 0 && a != alloc {
 			break
@@ -824,18 +851,9 @@ func (d *vdiDisk) Map(off, length int64) (bool, int64, error) {
 	return alloc, n, nil
 }
 
-// mapBlock answers Map for seg bytes at pos, inside one block.
-func (d *vdiDisk) mapBlock(pos, seg int64) (bool, int64, error) {
-	e, err := d.entry(uint32(pos >> d.shift))
-	if err != nil {
-		return false, 0, err
-	}
-	switch d.kind(e) {
-	case vdiKindData:
-		return true, seg, nil
-	case vdiKindZero:
-		return false, seg, nil
-	}
+// mapParent answers Map for seg bytes at pos, inside one free block of a
+// differencing image.
+func (d *vdiDisk) mapParent(pos, seg int64) (bool, int64, error) {
 	psize := d.parent.Size()
 	pm, ok := d.parent.(Mapper)
 	switch {
