@@ -325,10 +325,57 @@ func TestVDIZeroAndOddSize(t *testing.T) {
 	checkDisk(t, d, model)
 }
 
-// TestVDIV0AndExtra re-lays a qemu image out as a version 0.2 image and
-// as a 1.1 image with per-block extra data; both must read as qemu reads
-// the original.
-func TestVDIV0AndExtra(t *testing.T) {
+// vdiTestRelayout re-lays a qemu image (pp) out with blocks of bs bytes
+// (a divisor of qemu's 1 MiB) stored in shuffled order, all-zero blocks
+// as zero entries when zeroBlocks is set.
+func vdiTestRelayout(pp *vdiTestParsed, bs uint32, zeroBlocks bool, r *rand.Rand) vdiTestSpec {
+	per := pp.blockSize / bs
+	s := vdiTestSpec{imageType: vdiTypeNormal, diskSize: pp.diskSize, blockSize: bs, uuid: vdiTestUUID(r), mod: vdiTestUUID(r)}
+	var data [][]byte
+	for _, e := range pp.entries {
+		for j := uint32(0); j < per; j++ {
+			switch {
+			case !vdiAllocated(e):
+				s.entries = append(s.entries, vdiBlockFree)
+			case zeroBlocks && vdiIsZero(pp.blocks[e][j*bs:(j+1)*bs]):
+				s.entries = append(s.entries, vdiBlockZero)
+			default:
+				s.entries = append(s.entries, uint32(len(data)))
+				data = append(data, pp.blocks[e][j*bs:(j+1)*bs])
+			}
+		}
+	}
+	// Store runs of up to three neighbours in shuffled order, so reads
+	// meet both contiguous and scattered blocks.
+	var runs [][2]int
+	for i := 0; i < len(data); i += 3 {
+		runs = append(runs, [2]int{i, min(i+3, len(data))})
+	}
+	r.Shuffle(len(runs), func(i, j int) { runs[i], runs[j] = runs[j], runs[i] })
+	order := make([]int, 0, len(data))
+	for _, run := range runs {
+		for i := run[0]; i < run[1]; i++ {
+			order = append(order, i)
+		}
+	}
+	where := make([]uint32, len(data)) // data index -> stored index
+	for pos, i := range order {
+		where[i] = uint32(pos)
+		s.blocks = append(s.blocks, data[i])
+	}
+	for i, e := range s.entries {
+		if vdiAllocated(e) {
+			s.entries[i] = where[e]
+		}
+	}
+	return s
+}
+
+// TestVDILayouts re-lays a qemu image out as VirtualBox may have it: a
+// version 0.2 header, per-block extra data, other block sizes, blocks out
+// of order, zero entries. Each must read as qemu reads the original, and
+// take writes.
+func TestVDILayouts(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	size := int64(3*vdiTestMiB + 5*SectorSize)
@@ -340,14 +387,28 @@ func TestVDIV0AndExtra(t *testing.T) {
 		name  string
 		v0    bool
 		extra uint32
-	}{{"v0", true, 0}, {"extra", false, 4096}} {
+		bs    uint32
+		zero  bool
+	}{
+		{"v0", true, 0, vdiTestMiB, false},
+		{"extra", false, 4096, vdiTestMiB, false},
+		{"64KiB-shuffled-zero", false, 0, 64 << 10, true},
+		{"v0-4KiB-zero", true, 0, 4 << 10, true},
+		{"512B-extra", false, 512, 512, false},
+	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := vdiTestSpec{v0: tc.v0, imageType: vdiTypeNormal, diskSize: pp.diskSize, blockSize: pp.blockSize,
-				extra: tc.extra, entries: pp.entries, blocks: pp.blocks, uuid: vdiTestUUID(r), mod: vdiTestUUID(r)}
+			s := vdiTestRelayout(pp, tc.bs, tc.zero, r)
+			s.v0, s.extra = tc.v0, tc.extra
+			if tc.v0 {
+				s.extra = 0
+			}
 			img := writeTemp(t, tc.name+".vdi", vdiTestBuild(s))
 			d := vdiTestOpen(t, img, Options{})
 			if tc.v0 && d.Info().Metadata["header_version"] != "0.2" {
 				t.Fatalf("Metadata %v", d.Info().Metadata)
+			}
+			if d.Info().ClusterSize != int64(tc.bs) {
+				t.Fatalf("ClusterSize %d", d.Info().ClusterSize)
 			}
 			checkDisk(t, d, want)
 			model := append([]byte(nil), want...)
@@ -446,7 +507,7 @@ func TestVDIDiff(t *testing.T) {
 	if err := os.WriteFile(cPath, img, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	parentSum := vdiTestMD5(t, pPath)
+	parentSum, childSum := vdiTestMD5(t, pPath), vdiTestMD5(t, cPath)
 	d := vdiTestOpen(t, cPath, Options{ReadOnly: true})
 	info := d.Info()
 	if info.Variant != "differencing" || info.Parent == nil || info.Parent.Format != "vdi" ||
@@ -464,8 +525,8 @@ func TestVDIDiff(t *testing.T) {
 		t.Fatal("Map says the zero block is stored")
 	}
 	d.Close()
-	if vdiTestMD5(t, pPath) != parentSum {
-		t.Fatal("parent changed")
+	if vdiTestMD5(t, pPath) != parentSum || vdiTestMD5(t, cPath) != childSum {
+		t.Fatal("a read-only open changed the chain")
 	}
 }
 
