@@ -243,8 +243,8 @@ type vdiDisk struct {
 	mapChecked bool          // block map verified safe for appending
 	blockBuf   []byte
 
-	metaMu   sync.Mutex // guards modified and h.modUUID
-	modified bool
+	metaMu   sync.Mutex  // guards h.modUUID
+	modified atomic.Bool // the modification UUID was renewed
 
 	closeOnce sync.Once
 	closeErr  error
@@ -646,7 +646,7 @@ func (d *vdiDisk) WriteAt(p []byte, off int64) (int, error) {
 		return 0, ErrReadOnly
 	}
 	n := len(p)
-	if off >= d.size {
+	if off >= d.size || n == 0 {
 		return n, nil
 	}
 	q := p
@@ -681,9 +681,12 @@ func (d *vdiDisk) WriteAt(p []byte, off int64) (int, error) {
 // markModified gives the image a new modification UUID on its first
 // write, as VirtualBox does, so children made from it can tell.
 func (d *vdiDisk) markModified() error {
+	if d.modified.Load() {
+		return nil
+	}
 	d.metaMu.Lock()
 	defer d.metaMu.Unlock()
-	if d.modified {
+	if d.modified.Load() {
 		return nil
 	}
 	var u vdiUUID
@@ -696,7 +699,7 @@ func (d *vdiDisk) markModified() error {
 		return fmt.Errorf("vdi: %s: writing modification UUID: %w", d.path, err)
 	}
 	d.h.modUUID = u
-	d.modified = true
+	d.modified.Store(true)
 	return nil
 }
 
