@@ -485,7 +485,7 @@ func TestVDIWrite(t *testing.T) {
 	}
 }
 
-// vdiTestChain makes parent.vdi (qemu) in dir and returns its raw content
+// vdiTestParent makes parent.vdi (qemu) in dir and returns its raw content
 // and parsed header.
 func vdiTestParent(t testing.TB, dir string, size int64, seed int64) (string, []byte, *vdiTestParsed) {
 	t.Helper()
