@@ -845,3 +845,52 @@ func TestMountCacheDroppedAfterWrite(t *testing.T) {
 		}
 	}
 }
+
+// A writable format attaches as 0644 and takes writes through the mount;
+// qemu-img reads the result and finds the image consistent.
+func TestMountWriteVDI(t *testing.T) {
+	raw, data := mbrDisk(t, 4<<20)
+	img := filepath.Join(t.TempDir(), "disk.vdi")
+	runTool(t, "", "qemu-img", "convert", "-f", "raw", "-O", "vdi", raw, img)
+	m := startMount(t)
+	p := m.attach(t, img, "disk")
+	if st, _ := os.Stat(p); st.Mode().Perm() != 0o644 {
+		t.Fatalf("mode %v, want 0644", st.Mode())
+	}
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewSource(3))
+	for i := 0; i < 100; i++ {
+		buf := make([]byte, 1+r.Intn(50000))
+		r.Read(buf)
+		off := r.Int63n(int64(len(data) - len(buf)))
+		if _, err := f.WriteAt(buf, off); err != nil {
+			t.Fatal(err)
+		}
+		copy(data[off:], buf)
+	}
+	f.Close()
+	os.Remove(p)
+	for i := 0; isOpenBy(img) && i < 100; i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	out := filepath.Join(t.TempDir(), "out.raw")
+	runTool(t, "", "qemu-img", "check", "-f", "vdi", img)
+	runTool(t, "", "qemu-img", "convert", "-f", "vdi", "-O", "raw", img, out)
+	if got, _ := os.ReadFile(out); !bytes.Equal(got, data) {
+		t.Fatal("qemu-img reads something else than what was written through the mount")
+	}
+}
+
+// isOpenBy reports whether any process has path open.
+func isOpenBy(path string) bool {
+	fds, _ := filepath.Glob("/proc/[0-9]*/fd/*")
+	for _, fd := range fds {
+		if l, err := os.Readlink(fd); err == nil && l == path {
+			return true
+		}
+	}
+	return false
+}

@@ -958,3 +958,6 @@ func (d *vdiDisk) Info() Info {
 	}
 	return info
 }
+
+// CanWrite: every VDI variant vdflat opens can be written.
+func (d *vdiDisk) CanWrite() bool { return true }
