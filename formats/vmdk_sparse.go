@@ -55,10 +55,10 @@ func (k vmdkSparseKind) String() string {
 
 // Grain states.
 const (
-	vmdkUnalloc = iota // read from the parent, or zeros
-	vmdkZeroed         // zeros, whatever the parent holds
-	vmdkData           // stored at a file offset
-	vmdkCompressed     // a compressed grain (with marker) at a file offset
+	vmdkUnalloc    = iota // read from the parent, or zeros
+	vmdkZeroed            // zeros, whatever the parent holds
+	vmdkData              // stored at a file offset
+	vmdkCompressed        // a compressed grain (with marker) at a file offset
 )
 
 type vmdkGDPieceT struct {
