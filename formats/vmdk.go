@@ -151,25 +151,39 @@ func (d *vmdkDisk) openMonolithic(f *os.File, size int64, head []byte) error {
 	if len(head) < 512 {
 		return corruptf("vmdk", d.path, 0, "file truncated: %d bytes, no room for a sparse header", size)
 	}
-	sp, err := vmdkOpenHosted(f, d.path, size, head)
-	if err != nil {
-		return err
+	// A damaged descriptor is reported before a truncated file: it says
+	// what the file was meant to be.
+	sp, herr := vmdkOpenHosted(f, d.path, size, head)
+	var trunc *vmdkTruncated
+	if herr != nil && !errors.As(herr, &trunc) {
+		return herr
 	}
-	if sp.descOff == 0 || sp.descSize == 0 {
+	le := binary.LittleEndian
+	descOff, descSize := le.Uint64(head[28:]), le.Uint64(head[36:])
+	if descOff == 0 || descSize == 0 {
 		return corruptf("vmdk", d.path, 28, "sparse extent without an embedded descriptor (an extent of a split image? open its descriptor file)")
 	}
-	if sp.descOff >= size {
-		return corruptf("vmdk", d.path, 28, "embedded descriptor at %#x is past the end of the file", sp.descOff)
+	if descOff >= uint64(size)/512 || descSize > vmdkMaxDescriptor/512 {
+		return corruptf("vmdk", d.path, 28, "embedded descriptor at sector %d (%d sectors) is not inside the %d-byte file", descOff, descSize, size)
 	}
-	text := make([]byte, min(sp.descSize, vmdkMaxDescriptor, size-sp.descOff))
-	if err := readFullAt(f, text, sp.descOff, "vmdk", d.path); err != nil {
+	text := make([]byte, min(int64(descSize)*512, size-int64(descOff)*512))
+	if err := readFullAt(f, text, int64(descOff)*512, "vmdk", d.path); err != nil {
 		return err
 	}
+	var err error
 	d.desc, err = vmdkParseDescriptor(vmdkDescriptorText(text), d.path)
 	if err != nil {
-		return corruptf("vmdk", d.path, sp.descOff, "no valid embedded descriptor: %v", errors.Unwrap(err))
+		var fe *FormatError
+		msg := err.Error()
+		if errors.As(err, &fe) {
+			msg = fe.Msg
+		}
+		return corruptf("vmdk", d.path, int64(descOff)*512, "no valid embedded descriptor (%s)", msg)
 	}
-	d.descFile, d.descOff, d.descCap = f, sp.descOff, min(sp.descSize, vmdkMaxDescriptor)
+	if herr != nil {
+		return herr
+	}
+	d.descFile, d.descOff, d.descCap = f, int64(descOff)*512, int64(descSize)*512
 	x := &vmdkExtent{size: sp.capacity, path: d.path, f: f, sp: sp, line: vmdkExtentLine{access: "RW", typ: "SPARSE"}}
 	if len(d.desc.extents) > 0 {
 		x.line.access = d.desc.extents[0].access

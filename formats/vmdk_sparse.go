@@ -173,9 +173,6 @@ func vmdkOpenHosted(f *os.File, path string, size int64, hdr []byte) (*vmdkSpars
 	}
 	s.capacity = int64(capacity) * 512
 	s.gdEntries = (s.capacity + s.gtEntries*s.grainSize - 1) / (s.gtEntries * s.grainSize)
-	if overhead > uint64(size)/512 {
-		return nil, s.errf(64, "file truncated: %d bytes, header says metadata alone takes %d sectors", size, overhead)
-	}
 	if s.flags&vmdkFlagCompress != 0 {
 		if algo != 1 {
 			return nil, unsupportedf("vmdk", path, "compression algorithm %d", algo)
@@ -203,8 +200,18 @@ func vmdkOpenHosted(f *os.File, path string, size int64, hdr []byte) (*vmdkSpars
 	if err := s.init(); err != nil {
 		return nil, err
 	}
+	if overhead > uint64(size)/512 {
+		return nil, &vmdkTruncated{s.errf(64, "file truncated: %d bytes, header says metadata alone takes %d sectors", size, overhead)}
+	}
 	return s, nil
 }
+
+// vmdkTruncated marks a hosted sparse file cut short, so the embedded
+// descriptor can be checked (and blamed) first.
+type vmdkTruncated struct{ err error }
+
+func (e *vmdkTruncated) Error() string { return e.err.Error() }
+func (e *vmdkTruncated) Unwrap() error { return e.err }
 
 // vmdkOpenCOWD reads an ESX "COWD" sparse extent header (2048 bytes; the
 // grain tables have a fixed 4096 entries).
