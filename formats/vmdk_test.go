@@ -454,3 +454,295 @@ func TestVMDKReadOnlyVariants(t *testing.T) {
 		t.Fatal("file changed")
 	}
 }
+
+func TestVMDKCustomDescriptor(t *testing.T) {
+	dir := t.TempDir()
+	// A sparse extent made by qemu (the extent file of a split image).
+	sp, spWant := vmdkFixture(t, dir, "split", "twoGbMaxExtentSparse", 1<<20, 31)
+	_ = sp
+	// A flat extent with a space in its name, starting 4 sectors in.
+	flat := patternDisk(512<<10, 32)
+	if err := os.WriteFile(filepath.Join(dir, "my flat file.bin"), append(bytes.Repeat([]byte{0xee}, 4*512), flat...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	desc := strings.Join([]string{
+		"# Disk DescriptorFile",
+		"version=1",
+		"encoding=\"UTF-8\"",
+		"CID=0badc0de",
+		"parentCID=ffffffff",
+		"createType=\"custom\"",
+		"",
+		"# Extent description",
+		"RW 2048 SPARSE \"split-s001.vmdk\"",
+		"RW 300 ZERO",
+		"RW 1024 FLAT \"my flat file.bin\" 4 3b9c5e5a-4e4b1a8c-2d8f-0050569a1c2b",
+		"RW 8 ZERO",
+		"",
+		"ddb.adapterType = \"lsilogic\"",
+	}, "\r\n") + "\r\n"
+	p := filepath.Join(dir, "custom.vmdk")
+	if err := os.WriteFile(p, []byte(desc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The oracle: qemu's reading of each piece, placed end to end.
+	want := append(append(append(append([]byte(nil), spWant...), make([]byte, 300*512)...), flat...), make([]byte, 8*512)...)
+	d := mustOpen(t, p, Options{})
+	checkDisk(t, d, want)
+	vmdkCheckMap(t, d, want)
+	info := d.Info()
+	if info.Variant != "custom" || len(info.Files) != 3 || !info.ReadOnly || !strings.Contains(info.ReadOnlyReason, "ZERO") {
+		t.Fatalf("info %+v", info)
+	}
+	if _, err := d.WriteAt(make([]byte, 512), 0); !errors.Is(err, ErrReadOnly) {
+		t.Fatalf("write: %v", err)
+	}
+
+	// An RDONLY extent makes the disk read-only; a missing extent is a clear error.
+	ro := strings.Replace(desc, "RW 300 ZERO", "RDONLY 300 FLAT \"my flat file.bin\" 0", 1)
+	ro = strings.ReplaceAll(ro, "RW 8 ZERO\r\n", "")
+	q := filepath.Join(dir, "ro.vmdk")
+	os.WriteFile(q, []byte(ro), 0o644)
+	d2 := mustOpen(t, q, Options{})
+	if info := d2.Info(); !info.ReadOnly || !strings.Contains(info.ReadOnlyReason, "RDONLY") {
+		t.Fatalf("RDONLY extent: %+v", info)
+	}
+	os.Rename(filepath.Join(dir, "my flat file.bin"), filepath.Join(dir, "gone"))
+	_, err := Open(p, Options{ReadOnly: true})
+	if !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), "my flat file.bin") {
+		t.Fatalf("missing extent: %v", err)
+	}
+}
+
+func TestVMDKVMFSFlat(t *testing.T) {
+	dir := t.TempDir()
+	data := patternDisk(1<<20+3*512, 41)
+	os.WriteFile(filepath.Join(dir, "esx-flat.vmdk"), data, 0o644)
+	p := filepath.Join(dir, "esx.vmdk")
+	desc := fmt.Sprintf("# Disk DescriptorFile\nversion=1\nCID=1234abcd\nparentCID=ffffffff\ncreateType=\"vmfs\"\n\n# Extent description\nRW %d VMFS \"esx-flat.vmdk\"\n\nddb.adapterType = \"lsilogic\"\n", len(data)/512)
+	os.WriteFile(p, []byte(desc), 0o644)
+	want := qemuRaw(t, "vmdk", p)
+	d := mustOpen(t, p, Options{ReadOnly: true})
+	vmdkCompare(t, d, want)
+	if d.Info().Variant != "vmfs" {
+		t.Fatalf("variant %q", d.Info().Variant)
+	}
+	d.Close()
+	vmdkWriteCheck(t, p, want, 42)
+}
+
+// Test-only writers for the two sparse extents qemu reads but cannot
+// create. Layouts as qemu's block/vmdk.c reads them (and libvmdk's notes
+// for COWD); the oracle is still qemu-img convert of the result.
+
+// vmdkMakeCOWD writes an ESX COWD sparse extent holding the non-zero
+// grains of data (grain = grainSectors sectors); zero grains stay
+// unallocated.
+func vmdkMakeCOWD(t testing.TB, path string, data []byte, grainSectors int) {
+	t.Helper()
+	le := binary.LittleEndian
+	gs := grainSectors * 512
+	grains := (len(data) + gs - 1) / gs
+	gdEntries := (grains + 4095) / 4096
+	gdSectors := (gdEntries*4 + 511) / 512
+	hdr := make([]byte, 2048)
+	copy(hdr, "COWD")
+	le.PutUint32(hdr[4:], 1)
+	le.PutUint32(hdr[8:], 3)
+	le.PutUint32(hdr[12:], uint32(len(data)/512))
+	le.PutUint32(hdr[16:], uint32(grainSectors))
+	le.PutUint32(hdr[20:], 4)
+	le.PutUint32(hdr[24:], uint32(gdEntries))
+	file := append(hdr, make([]byte, gdSectors*512)...)
+	for gt := 0; gt < gdEntries; gt++ {
+		table := make([]byte, 4096*4)
+		used := false
+		var grainData []byte
+		next := len(file)/512 + 32 // grains after this table
+		for i := 0; i < 4096; i++ {
+			g := gt*4096 + i
+			if g >= grains {
+				break
+			}
+			chunk := make([]byte, gs)
+			copy(chunk, data[g*gs:min(len(data), (g+1)*gs)])
+			if allZero(chunk) {
+				continue
+			}
+			used = true
+			le.PutUint32(table[i*4:], uint32(next+len(grainData)/512))
+			grainData = append(grainData, chunk...)
+		}
+		if !used {
+			continue
+		}
+		le.PutUint32(file[2048+gt*4:], uint32(len(file)/512))
+		file = append(append(file, table...), grainData...)
+	}
+	le.PutUint32(file[28:], uint32(len(file)/512)) // next free sector
+	if err := os.WriteFile(path, file, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// vmdkMakeSESparse writes an ESXi seSparse extent over data: non-zero
+// grains are stored (in reverse order, the last one at a grain index past
+// 4096 so both halves of the entry encoding are used), all-zero grains in
+// zeroGrains are marked zero (or unmapped), others stay unallocated.
+func vmdkMakeSESparse(t testing.TB, path string, data []byte, zeroGrains map[int]bool) {
+	t.Helper()
+	le := binary.LittleEndian
+	const gs, gtEntries = 4096, 4096
+	grains := (len(data) + gs - 1) / gs
+	gts := (grains + gtEntries - 1) / gtEntries
+	gdSectors := (gts*8 + 511) / 512
+	gdOff := int64(2)
+	gtOff := gdOff + int64(gdSectors)
+	grOff := gtOff + int64(gts)*64
+	h := make([]byte, 512)
+	for i, v := range []uint64{0: vmdkSEConstMagic, 1: 0x0000000200000001, 2: uint64(len(data) / 512), 3: 8, 4: 64,
+		10: 1, 11: 1, 16: uint64(gdOff), 17: uint64(gdSectors), 18: uint64(gtOff), 19: uint64(gts) * 64, 24: uint64(grOff), 25: 0} {
+		le.PutUint64(h[8*i:], v)
+	}
+	vol := make([]byte, 512)
+	le.PutUint64(vol, vmdkSEVolMagic)
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.WriteAt(h, 0)
+	f.WriteAt(vol, 512)
+	gd := make([]byte, gdSectors*512)
+	tables := make([]byte, gts*64*512)
+	var stored []int
+	for g := 0; g < grains; g++ {
+		chunk := data[g*gs : min(len(data), (g+1)*gs)]
+		if !allZero(chunk) {
+			stored = append(stored, g)
+		}
+	}
+	for g := 0; g < grains; g++ {
+		var e uint64
+		chunk := make([]byte, gs)
+		copy(chunk, data[g*gs:min(len(data), (g+1)*gs)])
+		switch {
+		case !allZero(chunk):
+			c := uint64(len(stored) - 1)
+			for i, s := range stored {
+				if s == g {
+					c = uint64(len(stored) - 1 - i)
+				}
+			}
+			if g == stored[0] {
+				c = 4097 + 5 // past 4096: exercises the high part
+			}
+			e = 3<<60 | (c&0xfff)<<48 | c>>12
+			f.WriteAt(chunk, (grOff+int64(c)*8)*512)
+		case zeroGrains[g] && g%2 == 0:
+			e = 2 << 60 // zero
+		case zeroGrains[g]:
+			e = 1 << 60 // unmapped
+		default:
+			continue
+		}
+		gt := g / gtEntries
+		le.PutUint64(gd[gt*8:], 0x1000000000000000|uint64(gt))
+		le.PutUint64(tables[gt*64*512+(g%gtEntries)*8:], e)
+	}
+	f.WriteAt(gd, gdOff*512)
+	f.WriteAt(tables, gtOff*512)
+	if st, _ := f.Stat(); st.Size() < (grOff)*512 {
+		f.Truncate(grOff * 512)
+	}
+}
+
+// vmdkESXChild writes a descriptor for an ESX child extent over parent.
+func vmdkESXChild(t testing.TB, path, createType, extType, extent string, sectors int, parent string) {
+	t.Helper()
+	pd := mustOpen(t, parent, Options{ReadOnly: true})
+	pcid := pd.Info().Metadata["CID"]
+	pd.Close()
+	desc := fmt.Sprintf("# Disk DescriptorFile\nversion=1\nencoding=\"UTF-8\"\nCID=fedcba98\nparentCID=%s\nisNativeSnapshot=\"no\"\ncreateType=\"%s\"\nparentFileNameHint=\"%s\"\n# Extent description\nRW %d %s \"%s\"\n\n# The Disk Data Base\n#DDB\n\nddb.longContentID = \"0123456789abcdef0123456789abcdef\"\n",
+		pcid, createType, filepath.Base(parent), sectors, extType, extent)
+	if err := os.WriteFile(path, []byte(desc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// vmdkOverlay returns parent with the non-zero 4 KiB blocks of child over it.
+func vmdkOverlay(parent, child []byte, bs int) []byte {
+	out := append([]byte(nil), parent...)
+	for o := 0; o < len(child); o += bs {
+		c := child[o:min(len(child), o+bs)]
+		if !allZero(c) {
+			copy(out[o:], c)
+		}
+	}
+	return out
+}
+
+func TestVMDKVMFSSparse(t *testing.T) {
+	dir := t.TempDir()
+	const size = 3<<20 + 8*512
+	base, baseWant := vmdkFixture(t, dir, "base", "monolithicFlat", size, 51)
+	delta := patternDisk(size, 52)
+	vmdkMakeCOWD(t, filepath.Join(dir, "snap-delta.vmdk"), delta, 16)
+	p := filepath.Join(dir, "snap.vmdk")
+	vmdkESXChild(t, p, "vmfsSparse", "VMFSSPARSE", "snap-delta.vmdk", size/512, base)
+	want := qemuRaw(t, "vmdk", p)
+	if !bytes.Equal(want, vmdkOverlay(baseWant, delta, 16*512)) {
+		t.Fatal("test writer and qemu disagree on the COWD layout")
+	}
+	d := mustOpen(t, p, Options{})
+	checkDisk(t, d, want)
+	vmdkCheckMap(t, d, want)
+	info := d.Info()
+	if !info.ReadOnly || info.Variant != "vmfsSparse" || info.ClusterSize != 8192 || info.Parent == nil || len(info.Warnings) != 0 {
+		t.Fatalf("info %+v", info)
+	}
+	if _, err := d.WriteAt(make([]byte, 512), 0); !errors.Is(err, ErrReadOnly) {
+		t.Fatalf("write: %v", err)
+	}
+	// The extent alone has no descriptor: a clear error, not raw data.
+	if _, err := Open(filepath.Join(dir, "snap-delta.vmdk"), Options{ReadOnly: true}); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("COWD extent opened alone: %v", err)
+	}
+}
+
+func TestVMDKSESparse(t *testing.T) {
+	dir := t.TempDir()
+	const size = 2<<20 + 8*512
+	base, baseWant := vmdkFixture(t, dir, "base", "monolithicSparse", size, 61)
+	delta := patternDisk(size, 62)
+	zero := map[int]bool{}
+	for g := 0; g < size/4096; g++ {
+		if allZero(delta[g*4096 : (g+1)*4096]) {
+			zero[g] = g%3 == 0
+		}
+	}
+	ext := filepath.Join(dir, "snap-sesparse.vmdk")
+	vmdkMakeSESparse(t, ext, delta, zero)
+	p := filepath.Join(dir, "snap.vmdk")
+	vmdkESXChild(t, p, "seSparse", "SESPARSE", "snap-sesparse.vmdk", size/512, base)
+	want := qemuRaw(t, "vmdk", p)
+	model := vmdkOverlay(baseWant, delta, 4096)
+	for g, z := range zero {
+		if z {
+			clear(model[g*4096 : (g+1)*4096])
+		}
+	}
+	if !bytes.Equal(want, model) || bytes.Equal(want, baseWant) {
+		t.Fatal("test writer and qemu disagree on the seSparse layout")
+	}
+	d := mustOpen(t, p, Options{})
+	checkDisk(t, d, want)
+	vmdkCheckMap(t, d, want)
+	info := d.Info()
+	if !info.ReadOnly || info.Variant != "seSparse" || info.ClusterSize != 4096 || info.Parent == nil {
+		t.Fatalf("info %+v", info)
+	}
+	if _, err := Open(ext, Options{ReadOnly: true}); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("seSparse extent opened alone: %v", err)
+	}
+}
