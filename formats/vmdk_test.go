@@ -111,7 +111,7 @@ func TestVMDKSubformatsRead(t *testing.T) {
 				p, want := vmdkFixture(t, dir, "disk", sf, size, int64(i+1), "adapter_type=lsilogic")
 				before := vmdkHashFiles(t, vmdkDirFiles(t, dir)...)
 				d := mustOpen(t, p, Options{ReadOnly: true})
-				if sf == "monolithicSparse" || sf == "streamOptimized" {
+				if i == 0 && (sf == "monolithicSparse" || sf == "streamOptimized") {
 					checkDisk(t, d, want)
 					checkConcurrentReads(t, d, want)
 				} else {
@@ -589,7 +589,7 @@ func vmdkMakeCOWD(t testing.TB, path string, data []byte, grainSectors int) {
 // grains are stored (in reverse order, the last one at a grain index past
 // 4096 so both halves of the entry encoding are used), all-zero grains in
 // zeroGrains are marked zero (or unmapped), others stay unallocated.
-func vmdkMakeSESparse(t testing.TB, path string, data []byte, zeroGrains map[int]bool) {
+func vmdkMakeSESparse(t testing.TB, path string, data []byte, zeroGrains map[int]bool, far bool) {
 	t.Helper()
 	le := binary.LittleEndian
 	const gs, gtEntries = 4096, 4096
@@ -634,7 +634,7 @@ func vmdkMakeSESparse(t testing.TB, path string, data []byte, zeroGrains map[int
 					c = uint64(len(stored) - 1 - i)
 				}
 			}
-			if g == stored[0] {
+			if far && g == stored[0] {
 				c = 4097 + 5 // past 4096: exercises the high part
 			}
 			e = 3<<60 | (c&0xfff)<<48 | c>>12
@@ -722,7 +722,7 @@ func TestVMDKSESparse(t *testing.T) {
 		}
 	}
 	ext := filepath.Join(dir, "snap-sesparse.vmdk")
-	vmdkMakeSESparse(t, ext, delta, zero)
+	vmdkMakeSESparse(t, ext, delta, zero, true)
 	p := filepath.Join(dir, "snap.vmdk")
 	vmdkESXChild(t, p, "seSparse", "SESPARSE", "snap-sesparse.vmdk", size/512, base)
 	want := qemuRaw(t, "vmdk", p)
@@ -744,5 +744,92 @@ func TestVMDKSESparse(t *testing.T) {
 	}
 	if _, err := Open(ext, Options{ReadOnly: true}); !errors.Is(err, ErrUnsupported) {
 		t.Fatalf("seSparse extent opened alone: %v", err)
+	}
+}
+
+func TestVMDKCorruptVariants(t *testing.T) {
+	dir := t.TempDir()
+	const size = 256 << 10
+	mono, _ := vmdkFixture(t, dir, "mono", "monolithicSparse", size, 71, "zeroed_grain=on")
+	stream, _ := vmdkFixture(t, dir, "stream", "streamOptimized", size, 72)
+	base, _ := vmdkFixture(t, dir, "base", "monolithicFlat", size, 73)
+	cowd := filepath.Join(dir, "c-delta.vmdk")
+	vmdkMakeCOWD(t, cowd, patternDisk(size, 74), 8)
+	vmdkESXChild(t, filepath.Join(dir, "c.vmdk"), "vmfsSparse", "VMFSSPARSE", "c-delta.vmdk", size/512, base)
+	se := filepath.Join(dir, "s-sesparse.vmdk")
+	vmdkMakeSESparse(t, se, patternDisk(size, 75), map[int]bool{3: true, 4: true}, false)
+	vmdkESXChild(t, filepath.Join(dir, "s.vmdk"), "seSparse", "SESPARSE", "s-sesparse.vmdk", size/512, base)
+	for _, c := range []struct{ file, open string }{
+		{mono, mono}, {stream, stream}, {base, base},
+		{cowd, filepath.Join(dir, "c.vmdk")}, {se, filepath.Join(dir, "s.vmdk")},
+		{filepath.Join(dir, "c.vmdk"), filepath.Join(dir, "c.vmdk")},
+	} {
+		orig, err := os.ReadFile(c.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, v := range corruptVariants(orig, int64(len(orig)), 40) {
+			if err := os.WriteFile(c.file, v, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			d, err := Open(c.open, Options{ReadOnly: true})
+			if err != nil {
+				if !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrUnsupported) && !errors.Is(err, ErrUnknownFormat) && !errors.Is(err, fs.ErrNotExist) {
+					t.Errorf("%s variant %d: error %v wraps no sentinel", filepath.Base(c.file), i, err)
+				}
+				continue
+			}
+			buf := make([]byte, 64<<10)
+			for off := int64(0); off < min(d.Size(), 4<<20); off += int64(len(buf)) {
+				d.ReadAt(buf, off)
+			}
+			d.Info()
+			d.Close()
+		}
+		os.WriteFile(c.file, orig, 0o644)
+	}
+}
+
+func FuzzVMDK(f *testing.F) {
+	dir := f.TempDir()
+	mono, _ := vmdkFixture(f, dir, "mono", "monolithicSparse", 128<<10, 81, "zeroed_grain=on")
+	stream, _ := vmdkFixture(f, dir, "stream", "streamOptimized", 128<<10, 82)
+	for _, p := range []string{mono, stream, filepath.Join(samplesDir, "go-vmdk-parser", "vmdk-streamoptimized.img")} {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte("# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\ncreateType=\"custom\"\nRW 16 ZERO\nRW 8 FLAT \"fuzz.vmdk\" 1 uuid\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fuzzOpen(t, "fuzz.vmdk", data)
+	})
+}
+
+func benchVMDK(b *testing.B, random bool) {
+	dir := b.TempDir()
+	p, _ := vmdkFixture(b, dir, "bench", "monolithicSparse", 64<<20, 91)
+	d := mustOpen(b, p, Options{ReadOnly: true})
+	benchReads(b, d, random)
+}
+
+func BenchmarkVMDKSeqRead(b *testing.B)  { benchVMDK(b, false) }
+func BenchmarkVMDKRandRead(b *testing.B) { benchVMDK(b, true) }
+
+func BenchmarkVMDKOpen2TiB(b *testing.B) {
+	for _, size := range []string{"2M", "2T"} {
+		b.Run(size, func(b *testing.B) {
+			p := filepath.Join(b.TempDir(), "disk.vmdk")
+			qemuImg(b, "create", "-q", "-f", "vmdk", p, size)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				d, err := Open(p, Options{ReadOnly: true})
+				if err != nil {
+					b.Fatal(err)
+				}
+				d.Close()
+			}
+		})
 	}
 }
