@@ -701,7 +701,7 @@ func (s *vmdkSparse) allocate(g, in int64, chunk []byte, st int, parent Disk, vg
 		return nil
 	}
 	buf := make([]byte, s.grainSize)
-	if st == vmdkUnalloc && parent != nil {
+	if st == vmdkUnalloc && parent != nil && int64(len(chunk)) < s.grainSize {
 		if _, err := parent.ReadAt(buf, vgrain); err != nil {
 			return err
 		}

@@ -833,3 +833,66 @@ func BenchmarkVMDKOpen2TiB(b *testing.B) {
 		})
 	}
 }
+
+// TestVMDKSplitBoundaries reads and writes across the 2 GiB extent
+// boundaries of split images (sparse files on disk, compared by range).
+func TestVMDKSplitBoundaries(t *testing.T) {
+	for _, sf := range []string{"twoGbMaxExtentSparse", "twoGbMaxExtentFlat"} {
+		t.Run(sf, func(t *testing.T) {
+			dir := t.TempDir()
+			p := filepath.Join(dir, "split.vmdk")
+			qemuImg(t, "create", "-q", "-f", "vmdk", "-o", "subformat="+sf, p, "4100M")
+			vmdkQemuIO(t, p, "write -P 0x31 2047M 2M", "write -P 0x32 4095M 4M")
+			ranges := [][2]int64{{0, 1 << 20}, {2047 << 20, 2 << 20}, {4095 << 20, 5 << 20}}
+			compare := func(d Disk) {
+				t.Helper()
+				raw := filepath.Join(t.TempDir(), "oracle.raw")
+				qemuImg(t, "convert", "-f", "vmdk", "-O", "raw", p, raw)
+				rf, err := os.Open(raw)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer rf.Close()
+				for _, r := range ranges {
+					got, want := make([]byte, r[1]), make([]byte, r[1])
+					if _, err := d.ReadAt(got, r[0]); err != nil {
+						t.Fatal(err)
+					}
+					if _, err := rf.ReadAt(want, r[0]); err != nil {
+						t.Fatal(err)
+					}
+					if !bytes.Equal(got, want) {
+						t.Fatalf("range %d+%d differs from qemu's", r[0], r[1])
+					}
+				}
+			}
+			d := mustOpen(t, p, Options{ReadOnly: true})
+			if d.Size() != 4100<<20 || len(d.Info().Files) != 4 {
+				t.Fatalf("size %d files %v", d.Size(), d.Info().Files)
+			}
+			compare(d)
+			d.Close()
+			w, err := Open(p, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			buf := bytes.Repeat([]byte("boundary"), 64<<10) // 512 KiB
+			for _, off := range []int64{2048<<20 - 100*512, 4096<<20 - 64<<10 + 512, 4100<<20 - 512} {
+				if _, err := w.WriteAt(buf, off); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			qemuCheck(t, "vmdk", p)
+			d = mustOpen(t, p, Options{ReadOnly: true})
+			compare(d)
+			got := make([]byte, 512)
+			d.ReadAt(got, 2048<<20)
+			if !bytes.Equal(got, buf[100*512:101*512]) {
+				t.Fatal("write across the extent boundary lost")
+			}
+		})
+	}
+}
