@@ -217,6 +217,10 @@ func (d *vmdkDisk) openExtents() error {
 		default:
 			return unsupportedf("vmdk", d.path, "extent type %s (%q)", e.typ, e.name)
 		}
+		if _, seen := d.files[x.path]; seen && (e.typ == "SPARSE" || e.typ == "VMFSSPARSE" || e.typ == "SESPARSE") {
+			// Two extents allocating in one file would overwrite each other.
+			return corruptf("vmdk", d.path, -1, "sparse extent file %q is listed twice", e.name)
+		}
 		f, err := d.file(x.path)
 		if err != nil {
 			return fmt.Errorf("vmdk: %s: extent %q: %w", d.path, e.name, err)

@@ -807,15 +807,15 @@ func FuzzVMDK(f *testing.F) {
 	})
 }
 
-func benchVMDK(b *testing.B, random bool) {
+func vmdkBench(b *testing.B, random bool) {
 	dir := b.TempDir()
 	p, _ := vmdkFixture(b, dir, "bench", "monolithicSparse", 64<<20, 91)
 	d := mustOpen(b, p, Options{ReadOnly: true})
 	benchReads(b, d, random)
 }
 
-func BenchmarkVMDKSeqRead(b *testing.B)  { benchVMDK(b, false) }
-func BenchmarkVMDKRandRead(b *testing.B) { benchVMDK(b, true) }
+func BenchmarkVMDKSeqRead(b *testing.B)  { vmdkBench(b, false) }
+func BenchmarkVMDKRandRead(b *testing.B) { vmdkBench(b, true) }
 
 func BenchmarkVMDKOpen2TiB(b *testing.B) {
 	for _, size := range []string{"2M", "2T"} {
