@@ -170,8 +170,12 @@ func (d *vmdkDisk) openMonolithic(f *os.File, size int64, head []byte) error {
 	if err := readFullAt(f, text, int64(descOff)*512, "vmdk", d.path); err != nil {
 		return err
 	}
+	text = vmdkDescriptorText(text)
+	if len(strings.TrimSpace(string(text))) == 0 {
+		return corruptf("vmdk", d.path, int64(descOff)*512, "no valid embedded descriptor: the descriptor area is empty (an extent of a split image? open its descriptor file)")
+	}
 	var err error
-	d.desc, err = vmdkParseDescriptor(vmdkDescriptorText(text), d.path)
+	d.desc, err = vmdkParseDescriptor(text, d.path)
 	if err != nil {
 		var fe *FormatError
 		msg := err.Error()

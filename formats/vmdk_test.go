@@ -458,8 +458,11 @@ func TestVMDKReadOnlyVariants(t *testing.T) {
 func TestVMDKCustomDescriptor(t *testing.T) {
 	dir := t.TempDir()
 	// A sparse extent made by qemu (the extent file of a split image).
-	sp, spWant := vmdkFixture(t, dir, "split", "twoGbMaxExtentSparse", 1<<20, 31)
-	_ = sp
+	_, spWant := vmdkFixture(t, dir, "split", "twoGbMaxExtentSparse", 1<<20, 31)
+	// Its extent file alone has an empty descriptor area: an error, not data.
+	if _, err := Open(filepath.Join(dir, "split-s001.vmdk"), Options{ReadOnly: true}); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "descriptor") {
+		t.Fatalf("split extent opened alone: %v", err)
+	}
 	// A flat extent with a space in its name, starting 4 sectors in.
 	flat := patternDisk(512<<10, 32)
 	if err := os.WriteFile(filepath.Join(dir, "my flat file.bin"), append(bytes.Repeat([]byte{0xee}, 4*512), flat...), 0o644); err != nil {
