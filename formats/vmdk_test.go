@@ -491,7 +491,7 @@ func TestVMDKCustomDescriptor(t *testing.T) {
 	// The oracle: qemu's reading of each piece, placed end to end.
 	want := append(append(append(append([]byte(nil), spWant...), make([]byte, 300*512)...), flat...), make([]byte, 8*512)...)
 	d := mustOpen(t, p, Options{})
-	checkDisk(t, d, want)
+	vmdkCompare(t, d, want)
 	vmdkCheckMap(t, d, want)
 	info := d.Info()
 	if info.Variant != "custom" || len(info.Files) != 3 || !info.ReadOnly || !strings.Contains(info.ReadOnlyReason, "ZERO") {
@@ -698,7 +698,7 @@ func TestVMDKVMFSSparse(t *testing.T) {
 		t.Fatal("test writer and qemu disagree on the COWD layout")
 	}
 	d := mustOpen(t, p, Options{})
-	checkDisk(t, d, want)
+	vmdkCompare(t, d, want)
 	vmdkCheckMap(t, d, want)
 	info := d.Info()
 	if !info.ReadOnly || info.Variant != "vmfsSparse" || info.ClusterSize != 8192 || info.Parent == nil || len(info.Warnings) != 0 {
@@ -739,7 +739,7 @@ func TestVMDKSESparse(t *testing.T) {
 		t.Fatal("test writer and qemu disagree on the seSparse layout")
 	}
 	d := mustOpen(t, p, Options{})
-	checkDisk(t, d, want)
+	vmdkCompare(t, d, want)
 	vmdkCheckMap(t, d, want)
 	info := d.Info()
 	if !info.ReadOnly || info.Variant != "seSparse" || info.ClusterSize != 4096 || info.Parent == nil {
