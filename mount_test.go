@@ -846,41 +846,60 @@ func TestMountCacheDroppedAfterWrite(t *testing.T) {
 	}
 }
 
-// A writable format attaches as 0644 and takes writes through the mount;
-// qemu-img reads the result and finds the image consistent.
-func TestMountWriteVDI(t *testing.T) {
-	raw, data := mbrDisk(t, 4<<20)
-	img := filepath.Join(t.TempDir(), "disk.vdi")
-	runTool(t, "", "qemu-img", "convert", "-f", "raw", "-O", "vdi", raw, img)
+// Writable formats attach as 0644 and take unaligned writes through the
+// mount; qemu-img then reads exactly what was written and finds the image
+// consistent.
+func TestMountWriteFormats(t *testing.T) {
+	raw, orig := mbrDisk(t, 4<<20)
 	m := startMount(t)
-	p := m.attach(t, img, "disk")
-	if st, _ := os.Stat(p); st.Mode().Perm() != 0o644 {
-		t.Fatalf("mode %v, want 0644", st.Mode())
-	}
-	f, err := os.OpenFile(p, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := rand.New(rand.NewSource(3))
-	for i := 0; i < 100; i++ {
-		buf := make([]byte, 1+r.Intn(50000))
-		r.Read(buf)
-		off := r.Int63n(int64(len(data) - len(buf)))
-		if _, err := f.WriteAt(buf, off); err != nil {
-			t.Fatal(err)
-		}
-		copy(data[off:], buf)
-	}
-	f.Close()
-	os.Remove(p)
-	for i := 0; isOpenBy(img) && i < 100; i++ {
-		time.Sleep(10 * time.Millisecond)
-	}
-	out := filepath.Join(t.TempDir(), "out.raw")
-	runTool(t, "", "qemu-img", "check", "-f", "vdi", img)
-	runTool(t, "", "qemu-img", "convert", "-f", "vdi", "-O", "raw", img, out)
-	if got, _ := os.ReadFile(out); !bytes.Equal(got, data) {
-		t.Fatal("qemu-img reads something else than what was written through the mount")
+	for _, c := range []struct {
+		format string // qemu's name
+		opts   []string
+		check  bool // qemu-img check supports the format
+	}{
+		{"vdi", nil, true},
+		{"vmdk", nil, true},
+		{"qcow2", nil, true},
+		{"qed", nil, true},
+		{"vpc", []string{"-o", "force_size=on"}, false},
+		{"parallels", nil, true},
+	} {
+		t.Run(c.format, func(t *testing.T) {
+			data := append([]byte(nil), orig...)
+			img := filepath.Join(t.TempDir(), "disk."+c.format)
+			runTool(t, "", "qemu-img", append(append([]string{"convert", "-f", "raw", "-O", c.format}, c.opts...), raw, img)...)
+			p := m.attach(t, img, c.format)
+			if st, _ := os.Stat(p); st.Mode().Perm() != 0o644 {
+				t.Fatalf("mode %v, want 0644", st.Mode())
+			}
+			f, err := os.OpenFile(p, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := rand.New(rand.NewSource(3))
+			for i := 0; i < 100; i++ {
+				buf := make([]byte, 1+r.Intn(50000))
+				r.Read(buf)
+				off := r.Int63n(int64(len(data) - len(buf)))
+				if _, err := f.WriteAt(buf, off); err != nil {
+					t.Fatal(err)
+				}
+				copy(data[off:], buf)
+			}
+			f.Close()
+			os.Remove(p)
+			for i := 0; isOpenBy(img) && i < 100; i++ {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if c.check {
+				runTool(t, "", "qemu-img", "check", "-f", c.format, img)
+			}
+			out := filepath.Join(t.TempDir(), "out.raw")
+			runTool(t, "", "qemu-img", "convert", "-f", c.format, "-O", "raw", img, out)
+			if got, _ := os.ReadFile(out); !bytes.Equal(got, data) {
+				t.Fatal("qemu-img reads something else than what was written through the mount")
+			}
+		})
 	}
 }
 

@@ -48,6 +48,8 @@ type vmdkExtent struct {
 }
 
 type vmdkDisk struct {
+	canWrite bool // the variant and extents allow writing, whatever the open mode
+
 	path     string
 	size     int64
 	ext      []*vmdkExtent
@@ -320,6 +322,7 @@ func (d *vmdkDisk) decideWritable(opt Options) error {
 			reason = x.sp.readOnlyReason()
 		}
 	}
+	d.canWrite = reason == ""
 	if opt.ReadOnly {
 		reason = "opened read-only"
 	}
@@ -589,3 +592,6 @@ func (d *vmdkDisk) Info() Info {
 	}
 	return info
 }
+
+// CanWrite reports whether this VMDK could be written if opened read-write.
+func (d *vmdkDisk) CanWrite() bool { return d.canWrite }
