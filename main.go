@@ -732,6 +732,15 @@ func verifyCommand(c *cli.Context) error {
 	for _, w := range info.Warnings {
 		findings = append(findings, finding{-1, w})
 	}
+	if ck, ok := d.(formats.Checker); ok {
+		found, err := ck.Check()
+		for _, f := range found {
+			findings = append(findings, finding{-1, f})
+		}
+		if err != nil {
+			findings = append(findings, finding{-1, "metadata check: " + err.Error()})
+		}
+	}
 	fmt.Printf("md5     %s\nsha1    %s\nsha256  %s\n", sums["md5"], sums["sha1"], sums["sha256"])
 	if len(findings) == 0 {
 		fmt.Printf("%s: consistent\n", path)

@@ -309,3 +309,10 @@ func CanWrite(d Disk) bool {
 	}
 	return !d.Info().ReadOnly
 }
+
+// Checker is implemented by disks that can check their own metadata
+// beyond what reading everything finds: redundant tables, reference
+// counts, checksums. Each finding is a sentence; none means consistent.
+type Checker interface {
+	Check() ([]string, error)
+}
