@@ -610,6 +610,7 @@ func flattenCommand(c *cli.Context) error {
 		}
 		out, tmp = f, f.Name()
 		defer os.Remove(tmp) // no-op after the rename
+		f.Chmod(0o644)       // CreateTemp makes 0600; an output is an ordinary file
 	}
 	prog := newProgress(d.Size(), c.Bool("quiet"))
 	err = flatten(d, out, tmp != "", h, prog)
@@ -627,7 +628,12 @@ func flattenCommand(c *cli.Context) error {
 		return cli.Exit(fmt.Sprintf("flatten %s: %v", src, err), 1)
 	}
 	if h != nil {
-		fmt.Fprintf(os.Stderr, "%s  %s\n", hex.EncodeToString(h.Sum(nil)), dst)
+		// Like sha256sum; on stderr when stdout carries the disk.
+		w := os.Stdout
+		if dst == "-" {
+			w = os.Stderr
+		}
+		fmt.Fprintf(w, "%s  %s\n", hex.EncodeToString(h.Sum(nil)), dst)
 	}
 	return nil
 }
