@@ -48,7 +48,7 @@ func qcow1CompressedFixture(t testing.TB, data []byte) string {
 }
 
 func TestQcow1Read(t *testing.T) {
-	for _, size := range []int64{512 * 3, 1<<20 + 7*512, 3<<20 + 4096} {
+	for _, size := range []int64{512 * 3, 1<<20 + 7*512, 2<<20 + 4096} {
 		data := patternDisk(size, size)
 		p := qcow1Fixture(t, data)
 		want := qemuRaw(t, "qcow", p)
