@@ -269,7 +269,7 @@ func TestQEDCorruptVariants(t *testing.T) {
 }
 
 func FuzzQED(f *testing.F) {
-	p := qedFixture(f, patternDisk(64<<10, 5), "-o", "cluster_size=4096,table_size=2")
+	p := qedFixture(f, patternDisk(16<<10, 5), "-o", "cluster_size=4096,table_size=2")
 	img, err := os.ReadFile(p)
 	if err != nil {
 		f.Fatal(err)
