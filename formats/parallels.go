@@ -412,8 +412,8 @@ func (d *parallelsDisk) writeCluster(data []byte, pos int64) error {
 		return d.pwrite(data, co+in)
 	}
 	whole := int64(len(data)) == d.clusterSize
-	if whole && qedAllZero(data) && (d.parent == nil || pos >= d.parent.Size()) {
-		return nil // already reads as zeros
+	if qedAllZero(data) && (d.parent == nil || pos >= d.parent.Size()) {
+		return nil // these sectors already read as zeros
 	}
 	if d.dataEnd == 0 {
 		if err := d.scanDataEnd(); err != nil {

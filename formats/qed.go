@@ -371,13 +371,16 @@ func (d *qedDisk) writeCluster(data []byte, pos int64) error {
 		return d.pwrite(data, int64(e)+in)
 	}
 	whole := int64(len(data)) == d.clusterSize
-	if whole && qedAllZero(data) {
-		// Zeros over a cluster that already reads as zeros need nothing;
-		// over a backing file they become a zero cluster.
+	if qedAllZero(data) {
+		// Zeros over sectors that already read as zeros need nothing;
+		// a whole cluster of them over a backing file becomes a zero
+		// cluster.
 		if e == qedZeroCluster || d.parent == nil || pos >= d.parent.Size() {
 			return nil
 		}
-		return d.setEntry(vc, l2Off, qedZeroCluster)
+		if whole {
+			return d.setEntry(vc, l2Off, qedZeroCluster)
+		}
 	}
 	// New cluster: the backing file's bytes (zeros for a zero cluster or
 	// without a backing file) with data on top, written whole.
@@ -565,8 +568,12 @@ func (d *qedDisk) Close() error {
 }
 
 func (d *qedDisk) Info() Info {
+	variant := "standalone"
+	if d.backing != "" {
+		variant = "differencing"
+	}
 	info := Info{
-		Format: "qed", Path: d.path, Files: []string{d.path},
+		Format: "qed", Variant: variant, Path: d.path, Files: []string{d.path},
 		Size: d.size, ClusterSize: d.clusterSize, Allocated: -1,
 		ReadOnly: d.readOnly,
 		Metadata: map[string]string{"table_size": fmt.Sprint(d.tableBytes / d.clusterSize)},
