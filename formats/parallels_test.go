@@ -30,7 +30,7 @@ func parallelsFixture(t testing.TB, data []byte, extra ...string) string {
 // support of its own).
 func parallelsChainRaw(t testing.TB, top, base, baseFmt string) []byte {
 	t.Helper()
-	spec := fmt.Sprintf(`json:{"driver":"parallels","file":{"driver":"file","filename":%q},"backing":{"driver":%q,"file":{"driver":"file","filename":%q}}}`, top, baseFmt, base)
+	spec := parallelsChainSpec(top, base, baseFmt)
 	out := filepath.Join(t.TempDir(), "chain.raw")
 	qemuImg(t, "convert", "-O", "raw", spec, out)
 	b, err := os.ReadFile(out)
@@ -38,6 +38,10 @@ func parallelsChainRaw(t testing.TB, top, base, baseFmt string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+func parallelsChainSpec(top, base, baseFmt string) string {
+	return fmt.Sprintf(`json:{"driver":"parallels","file":{"driver":"file","filename":%q},"backing":{"driver":%q,"file":{"driver":"file","filename":%q}}}`, top, baseFmt, base)
 }
 
 func TestParallelsSamples(t *testing.T) {
@@ -78,6 +82,7 @@ func TestParallelsRead(t *testing.T) {
 		want := qemuRaw(t, "parallels", p)
 		d := mustOpen(t, p, Options{ReadOnly: true})
 		checkDisk(t, d, want)
+		qedCheckMap(t, d, "parallels", p)
 		if c.opts != nil {
 			checkConcurrentReads(t, d, want)
 		}
@@ -247,6 +252,7 @@ func TestParallelsBundle(t *testing.T) {
 	rootSum := qedFileMD5(t, rootPath)
 	d := mustOpen(t, dir, Options{ReadOnly: true})
 	checkDisk(t, d, want)
+	qedCheckMap(t, d, "", parallelsChainSpec(topPath, rootPath, "parallels"))
 	if info := d.Info(); info.Parent == nil || info.Parent.Path != rootPath {
 		t.Fatalf("bundle chain %+v", info)
 	}

@@ -58,6 +58,7 @@ func TestQcow1Read(t *testing.T) {
 			t.Fatalf("info %+v", info)
 		}
 		checkDisk(t, d, want)
+		qedCheckMap(t, d, "qcow", p)
 		checkConcurrentReads(t, d, want)
 		if _, err := d.WriteAt(make([]byte, 512), 0); !errors.Is(err, ErrReadOnly) {
 			t.Fatalf("WriteAt: %v, want ErrReadOnly", err)
@@ -78,6 +79,7 @@ func TestQcow1Compressed(t *testing.T) {
 	p := qcow1CompressedFixture(t, data)
 	d := mustOpen(t, p, Options{ReadOnly: true})
 	checkDisk(t, d, data)
+	qedCheckMap(t, d, "qcow", p)
 	checkConcurrentReads(t, d, data)
 }
 
@@ -137,6 +139,7 @@ func TestQcow1Backing(t *testing.T) {
 	want = qemuRaw(t, "qcow", leaf)
 	d = mustOpen(t, leaf, Options{ReadOnly: true})
 	checkDisk(t, d, want)
+	qedCheckMap(t, d, "qcow", leaf)
 	if pi := d.Info().Parent; pi == nil || pi.Format != "qcow" {
 		t.Fatalf("parent %+v", pi)
 	}

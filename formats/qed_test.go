@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/md5"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -55,6 +56,7 @@ func TestQEDRead(t *testing.T) {
 			t.Fatalf("info %+v", info)
 		}
 		checkDisk(t, d, want)
+		qedCheckMap(t, d, "qed", p)
 		if c.opts != nil {
 			checkConcurrentReads(t, d, want)
 		}
@@ -93,6 +95,7 @@ func TestQEDBackingAndZeroClusters(t *testing.T) {
 	if info.Parent == nil || info.Parent.Format != "raw" {
 		t.Fatalf("parent %+v", info.Parent)
 	}
+	qedCheckMap(t, d, "qed", child)
 	alloc, n, err := d.(Mapper).Map(131072, 131072)
 	if err != nil || alloc || n != 131072 {
 		t.Fatalf("Map of zero clusters = %v %d %v", alloc, n, err)
@@ -109,6 +112,7 @@ func TestQEDBackingAndZeroClusters(t *testing.T) {
 	want = qemuRaw(t, "qed", top)
 	d = mustOpen(t, top, Options{ReadOnly: true})
 	checkDisk(t, d, want)
+	qedCheckMap(t, d, "qed", top)
 	if pi := d.Info().Parent; pi == nil || pi.Format != "qcow" || pi.Parent == nil {
 		t.Fatalf("chain %+v", pi)
 	}
@@ -303,5 +307,42 @@ func BenchmarkQEDOpen2TiB(b *testing.B) {
 				d.Close()
 			}
 		})
+	}
+}
+
+// qedCheckMap compares d's Map, sector by sector, with the "data" flag of
+// `qemu-img map` for the image spec (a path or a json: spec).
+func qedCheckMap(t testing.TB, d Disk, fmtName, spec string) {
+	t.Helper()
+	args := []string{"map", "--output=json"}
+	if fmtName != "" {
+		args = append(args, "-f", fmtName)
+	}
+	var extents []struct {
+		Start, Length int64
+		Data          bool
+	}
+	if err := json.Unmarshal(qemuImg(t, append(args, spec)...), &extents); err != nil {
+		t.Fatal(err)
+	}
+	sectors := roundUp(d.Size(), SectorSize) / SectorSize
+	want := make([]bool, sectors)
+	for _, e := range extents {
+		for s := e.Start / SectorSize; s < (e.Start+e.Length)/SectorSize && s < sectors; s++ {
+			want[s] = e.Data
+		}
+	}
+	m := d.(Mapper)
+	for off := int64(0); off < d.Size(); {
+		alloc, n, err := m.Map(off, d.Size()-off)
+		if err != nil || n < SectorSize || n%SectorSize != 0 && off+n < d.Size() {
+			t.Fatalf("Map(%d) = %v, %d, %v", off, alloc, n, err)
+		}
+		for s := off / SectorSize; s < (off+n+SectorSize-1)/SectorSize; s++ {
+			if want[s] != alloc {
+				t.Fatalf("Map: sector %d allocated=%v, qemu-img map says %v", s, alloc, want[s])
+			}
+		}
+		off += n
 	}
 }
