@@ -7,10 +7,11 @@ package formats
 // appended at the end of the file.
 //
 // The need-check feature bit marks an image whose tables may be
-// inconsistent after a crash. vdflat reads such images (as qemu does for a
-// read-only open) but refuses to write them until `qemu-img check -r all`
-// has run. When vdflat allocates it sets the bit first and clears it once
-// the data and tables are durable (Flush, Close).
+// inconsistent after a crash. vdflat reads such images as they are (as
+// qemu does for a read-only open); a read-write open first checks the
+// tables and refuses the image, pointing at `qemu-img check -r all`, when
+// they are inconsistent. When vdflat allocates it sets the bit first and
+// clears it once the data and tables are durable (Flush, Close).
 
 import (
 	"encoding/binary"
@@ -173,9 +174,6 @@ func qedParse(f *os.File, path string, readOnly bool) (*qedDisk, error) {
 		d.backing = string(name)
 		d.backingRaw = feats&qedFBackingRaw != 0
 	}
-	if !readOnly && feats&qedFNeedCheck != 0 {
-		return nil, unsupportedf("qed", path, "image needs a consistency check (need-check flag set; it was not closed cleanly): run `qemu-img check -r all -f qed %s` before writing to it", path)
-	}
 	// Only the L1 entries that cover the virtual size are read: the table
 	// itself may be far larger than the disk needs.
 	n := (d.size + l2Span - 1) / l2Span
@@ -192,7 +190,63 @@ func qedParse(f *os.File, path string, readOnly bool) (*qedDisk, error) {
 	}
 	pageBytes := min(d.tableBytes, qedPageLen*8)
 	d.l2 = newLRU[int64, []uint64](int(max(16, qedCacheBytes/pageBytes)))
+	if !readOnly && feats&qedFNeedCheck != 0 {
+		// Like qemu, check the tables before writing to an image that was
+		// not closed cleanly. vdflat never repairs: a consistent image
+		// (leaks allowed, as the spec says) has its flag cleared on the
+		// next Flush; anything else is left to qemu-img.
+		if err := d.check(); err != nil {
+			return nil, unsupportedf("qed", path, "image was not closed cleanly and its tables are inconsistent (%v): run `qemu-img check -r all -f qed %s` before writing to it", err, path)
+		}
+		d.dirty = true
+	}
 	return d, nil
+}
+
+// check verifies that every table and data cluster offset is aligned,
+// inside the file and referenced only once.
+func (d *qedDisk) check() error {
+	end := d.fileEnd.Load()
+	nclusters := end / d.clusterSize
+	used := make([]uint64, (nclusters+63)/64)
+	mark := func(off uint64, n int64) error {
+		if off%uint64(d.clusterSize) != 0 || off < uint64(d.headerEnd) || off > uint64(end) || uint64(n*d.clusterSize) > uint64(end)-off {
+			return fmt.Errorf("offset %#x invalid", off)
+		}
+		for c := int64(off) / d.clusterSize; n > 0; c, n = c+1, n-1 {
+			if used[c/64]&(1<<(c%64)) != 0 {
+				return fmt.Errorf("cluster at %#x referenced twice", c*d.clusterSize)
+			}
+			used[c/64] |= 1 << (c % 64)
+		}
+		return nil
+	}
+	ts := d.tableBytes / d.clusterSize
+	if err := mark(uint64(d.l1Off), ts); err != nil {
+		return err
+	}
+	buf := make([]byte, d.pageLen()*8)
+	for _, l2 := range d.l1 {
+		if l2 == 0 {
+			continue
+		}
+		if err := mark(l2, ts); err != nil {
+			return fmt.Errorf("L2 table: %w", err)
+		}
+		for p := int64(0); p < d.tableLen; p += d.pageLen() {
+			if err := readFullAt(d.f, buf, int64(l2)+p*8, "qed", d.path); err != nil {
+				return err
+			}
+			for i := 0; i < len(buf); i += 8 {
+				if e := binary.LittleEndian.Uint64(buf[i:]); e > qedZeroCluster {
+					if err := mark(e, 1); err != nil {
+						return fmt.Errorf("data cluster: %w", err)
+					}
+				}
+			}
+		}
+	}
+	return nil
 }
 
 func (d *qedDisk) pageLen() int64 { return min(d.tableLen, qedPageLen) }

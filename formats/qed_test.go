@@ -249,8 +249,37 @@ func TestQEDNeedCheckAndFeatures(t *testing.T) {
 	if qedFileMD5(t, p) != before {
 		t.Fatal("read-only open of a need-check image changed it")
 	}
+
+	// Consistent tables: a read-write open works and Close clears the flag.
+	d = mustOpen(t, p, Options{})
+	model := append([]byte(nil), data...)
+	randomWrites(t, d, model, 20, 3)
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if f := qedFeatures(t, p); f&qedFNeedCheck != 0 {
+		t.Fatalf("need-check still set: %#x", f)
+	}
+	if !bytes.Equal(qemuRaw(t, "qed", p), model) {
+		t.Fatal("qemu-img disagrees after writing to a checked image")
+	}
+	qemuCheck(t, "qed", p)
+
+	// Inconsistent tables (an L2 table offset that is the L1 table):
+	// refused for writing, with the image untouched.
+	img, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l1 := binary.LittleEndian.Uint64(img[40:])
+	binary.LittleEndian.PutUint64(img[l1:], l1)
+	binary.LittleEndian.PutUint64(img[qedFeaturesOff:], qedFNeedCheck)
+	if err := os.WriteFile(p, img, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before = qedFileMD5(t, p)
 	if _, err := Open(p, Options{}); !errors.Is(err, ErrUnsupported) {
-		t.Fatalf("read-write open with need-check: %v, want ErrUnsupported", err)
+		t.Fatalf("read-write open of an inconsistent image: %v, want ErrUnsupported", err)
 	}
 	if qedFileMD5(t, p) != before {
 		t.Fatal("refused open changed the image")
