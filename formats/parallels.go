@@ -688,11 +688,13 @@ func (b *parallelsBundle) Info() Info {
 		info.Format = "parallels"
 	}
 	info.Variant += ", bundle"
+	top := info.Path
+	info.Path = b.xmlPath
 	info.Files = append([]string{b.xmlPath}, info.Files...)
 	if info.Metadata == nil {
 		info.Metadata = map[string]string{}
 	}
-	info.Metadata["descriptor"] = b.xmlPath
+	info.Metadata["top_image"] = top
 	info.Metadata["snapshots"] = strings.Join(b.chain, " ")
 	return info
 }

@@ -231,7 +231,7 @@ func TestParallelsBundle(t *testing.T) {
 		d := mustOpen(t, p, Options{ReadOnly: true})
 		checkDisk(t, d, want)
 		info := d.Info()
-		if info.Files[0] != xmlPath || info.Format != "parallels" {
+		if info.Path != xmlPath || info.Files[0] != xmlPath || len(info.Files) != 2 || info.Format != "parallels" {
 			t.Fatalf("info %+v", info)
 		}
 		d.Close()
