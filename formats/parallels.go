@@ -76,7 +76,14 @@ func parallelsOpen(path string, opt Options) (Disk, error) {
 			return parallelsOpenBundle(path, opt)
 		}
 	}
-	return parallelsOpenImage(path, opt.ReadOnly, nil)
+	d, err := parallelsOpenImage(path, opt.ReadOnly, nil)
+	if err == nil {
+		// An image inside a .hdd bundle may be one snapshot of several.
+		if _, serr := os.Stat(filepath.Join(filepath.Dir(path), parallelsXMLName)); serr == nil {
+			d.(*parallelsDisk).warning = "image is part of a .hdd bundle: open the bundle directory to see its snapshot chain"
+		}
+	}
+	return d, err
 }
 
 type parallelsDisk struct {
@@ -92,6 +99,7 @@ type parallelsDisk struct {
 	extOff      uint64
 	flags       uint32
 	inuse       uint32 // in_use as found at open
+	warning     string
 	parent      Disk
 
 	bat      *lru[int64, []uint32]
@@ -598,6 +606,9 @@ func (d *parallelsDisk) Info() Info {
 	if d.inuse == parallelsInUse {
 		info.Features = append(info.Features, "in-use")
 		info.Warnings = append(info.Warnings, "image was not closed correctly (in-use mark): run qemu-img check -r all before writing to it")
+	}
+	if d.warning != "" {
+		info.Warnings = append(info.Warnings, d.warning)
 	}
 	if d.extOff != 0 {
 		info.Features = append(info.Features, "format extension")

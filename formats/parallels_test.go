@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -224,6 +225,11 @@ func TestParallelsBundle(t *testing.T) {
 	os.WriteFile(xmlPath, []byte(parallelsDescriptorXML(size/512, 128, []string{single}, []string{"Compressed"}, []string{parallelsTopGUID})), 0o644)
 
 	want := qemuRaw(t, "parallels", filepath.Join(dir, single))
+	if d := mustOpen(t, filepath.Join(dir, single), Options{ReadOnly: true}); len(d.Info().Warnings) == 0 {
+		t.Fatal("no warning for an image opened outside its bundle")
+	} else {
+		d.Close()
+	}
 	for _, p := range []string{dir, xmlPath} {
 		if f, err := Detect(p); err != nil || f != "parallels" {
 			t.Fatalf("Detect(%s) = %q, %v", p, f, err)
@@ -257,6 +263,20 @@ func TestParallelsBundle(t *testing.T) {
 		t.Fatalf("bundle chain %+v", info)
 	}
 	d.Close()
+
+	// The same chain with the top named by <TopGUID> instead of the
+	// predefined GUID.
+	other := "{aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee}"
+	x := parallelsDescriptorXML(size/512, 128, []string{root, top}, []string{"Compressed", "Compressed"},
+		[]string{"{11111111-2222-3333-4444-555555555555}", other})
+	x = strings.Replace(x, "<Snapshots>\n", "<Snapshots>\n    <TopGUID>"+other+"</TopGUID>\n", 1)
+	os.WriteFile(xmlPath, []byte(x), 0o644)
+	d = mustOpen(t, dir, Options{ReadOnly: true})
+	checkDisk(t, d, want)
+	d.Close()
+	os.WriteFile(xmlPath, []byte(parallelsDescriptorXML(size/512, 128,
+		[]string{root, top}, []string{"Compressed", "Compressed"},
+		[]string{"{11111111-2222-3333-4444-555555555555}", parallelsTopGUID})), 0o644)
 
 	// Writes go to the top snapshot only; partial clusters copy the root.
 	model := append([]byte(nil), want...)
