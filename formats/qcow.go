@@ -118,12 +118,12 @@ func qcow1Parse(f *os.File, path string) (*qcow1Disk, error) {
 	}
 	span := int64(1) << (cb + l2b)
 	d.l1Len = (int64(size) + span - 1) / span
-	if l1Off%8 != 0 || l1Off > uint64(fsize) || uint64(d.l1Len)*8 > uint64(fsize)-l1Off {
+	if l1Off > uint64(fsize) || uint64(d.l1Len)*8 > uint64(fsize)-l1Off {
 		return nil, corruptf("qcow", path, 40, "L1 table (%d entries at %#x) outside the file of %d bytes", d.l1Len, l1Off, fsize)
 	}
 	d.l1Off = int64(l1Off)
-	if backOff != 0 {
-		if backLen == 0 || backLen > qcow1MaxBacking || backOff > uint64(fsize) || uint64(backLen) > uint64(fsize)-backOff {
+	if backOff != 0 && backLen != 0 { // qemu treats an empty name as no backing file
+		if backLen > qcow1MaxBacking || backOff > uint64(fsize) || uint64(backLen) > uint64(fsize)-backOff {
 			return nil, corruptf("qcow", path, 8, "backing file name (%d bytes at %#x) invalid", backLen, backOff)
 		}
 		name := make([]byte, backLen)
@@ -131,9 +131,6 @@ func qcow1Parse(f *os.File, path string) (*qcow1Disk, error) {
 			return nil, err
 		}
 		d.backing = strings.TrimRight(string(name), "\x00")
-		if d.backing == "" {
-			return nil, corruptf("qcow", path, int64(backOff), "empty backing file name")
-		}
 	}
 	d.l1 = newLRU[int64, []uint64](256)
 	d.l2 = newLRU[int64, []uint64](qcow1L2CacheLen)

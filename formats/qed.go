@@ -163,8 +163,8 @@ func qedParse(f *os.File, path string, readOnly bool) (*qedDisk, error) {
 		return nil, corruptf("qed", path, 40, "L1 table offset %#x invalid (file of %d bytes)", l1Off, fsize)
 	}
 	d.l1Off = int64(l1Off)
-	if feats&qedFBacking != 0 {
-		if bLen == 0 || bLen > qedMaxBacking || bOff+bLen > d.headerEnd || bOff+bLen > fsize {
+	if feats&qedFBacking != 0 && bLen != 0 { // qemu treats an empty name as no backing file
+		if bLen > qedMaxBacking || bOff+bLen > d.headerEnd || bOff+bLen > fsize {
 			return nil, corruptf("qed", path, 56, "backing file name (%d bytes at %d) outside the header", bLen, bOff)
 		}
 		name := make([]byte, bLen)
