@@ -1,0 +1,668 @@
+package formats
+
+// QED, the QEMU Enhanced Disk format (docs/interop/qed_spec.rst): a
+// little-endian header, an L1 table of L2 table offsets, L2 tables of
+// data cluster offsets (0 = unallocated, 1 = zero cluster). Tables are
+// table_size clusters long. Read and write; new clusters and L2 tables are
+// appended at the end of the file.
+//
+// The need-check feature bit marks an image whose tables may be
+// inconsistent after a crash. vdflat reads such images as they are (as
+// qemu does for a read-only open); a read-write open first checks the
+// tables and refuses the image, pointing at `qemu-img check -r all`, when
+// they are inconsistent. When vdflat allocates it sets the bit first and
+// clears it once the data and tables are durable (Flush, Close).
+
+import (
+	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+)
+
+func init() {
+	register(format{name: "qed", order: orderHead, probe: qedProbe, open: qedOpen})
+}
+
+const (
+	qedMagic        = "QED\x00"
+	qedHeaderLen    = 64
+	qedFBacking     = 0x01
+	qedFNeedCheck   = 0x02
+	qedFBackingRaw  = 0x04
+	qedKnownFeats   = qedFBacking | qedFNeedCheck | qedFBackingRaw
+	qedZeroCluster  = 1
+	qedPageLen      = 8192 // L2 entries per cached page (64 KiB)
+	qedCacheBytes   = 32 << 20
+	qedMaxBacking   = 4096
+	qedMaxL1InMem   = 64 << 20
+	qedFeaturesOff  = 16
+	qedAutoclearOff = 32
+)
+
+func qedProbe(pd *ProbeData) bool {
+	return len(pd.Head) >= qedHeaderLen && string(pd.Head[:4]) == qedMagic
+}
+
+type qedDisk struct {
+	f        *os.File
+	path     string
+	readOnly bool
+	size     int64
+
+	clusterSize int64
+	clusterBits uint
+	tableLen    int64 // entries per table
+	tableBytes  int64
+	headerEnd   int64 // header_size * cluster_size
+	l1Off       int64
+	features    uint64 // as on disk (guarded by allocMu)
+	autoclear   uint64
+	backing     string
+	backingRaw  bool
+	parent      Disk
+
+	mu       sync.RWMutex // guards l1 and the consistency of cached L2 pages with the file
+	l1       []uint64     // only the entries that cover the virtual size
+	l2       *lru[int64, []uint64]
+	fileEnd  atomic.Int64 // cluster-aligned end of the used file; allocation point
+	allocMu  sync.Mutex   // serialises allocating writes and header updates
+	prepared atomic.Bool  // autoclear bits cleared before the first write
+	dirty    bool         // we set need-check and have not cleared it yet (allocMu)
+}
+
+var _ Mapper = (*qedDisk)(nil)
+
+func qedOpen(path string, opt Options) (Disk, error) {
+	f, err := openFile(path, opt.ReadOnly)
+	if err != nil {
+		return nil, err
+	}
+	d, err := qedParse(f, path, opt.ReadOnly)
+	if err == nil && d.backing != "" {
+		d.parent, err = qedOpenBacking(path, d.backing, d.backingRaw, opt)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// qedOpenBacking opens the backing file; with the no-probe feature it is
+// raw whatever its content looks like.
+func qedOpenBacking(child, ref string, raw bool, opt Options) (Disk, error) {
+	if !raw {
+		return openParent(child, ref, opt)
+	}
+	p := ref
+	if !filepath.IsAbs(p) {
+		p = filepath.Join(filepath.Dir(child), p)
+	}
+	d, err := openRaw(p, Options{ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("%s: opening parent %q: %w", child, ref, err)
+	}
+	return d, nil
+}
+
+func qedParse(f *os.File, path string, readOnly bool) (*qedDisk, error) {
+	fsize, err := fileSize(f)
+	if err != nil {
+		return nil, fmt.Errorf("qed: %s: %w", path, err)
+	}
+	var h [qedHeaderLen]byte
+	if err := readFullAt(f, h[:], 0, "qed", path); err != nil {
+		return nil, err
+	}
+	le := binary.LittleEndian
+	if string(h[:4]) != qedMagic {
+		return nil, corruptf("qed", path, 0, "bad magic")
+	}
+	cs := int64(le.Uint32(h[4:]))
+	ts := int64(le.Uint32(h[8:]))
+	hs := int64(le.Uint32(h[12:]))
+	feats := le.Uint64(h[16:])
+	autoclear := le.Uint64(h[32:])
+	l1Off := le.Uint64(h[40:])
+	size := le.Uint64(h[48:])
+	bOff := int64(le.Uint32(h[56:]))
+	bLen := int64(le.Uint32(h[60:]))
+
+	if unk := feats &^ qedKnownFeats; unk != 0 {
+		return nil, unsupportedf("qed", path, "unknown feature bits %#x", unk)
+	}
+	if cs < 4096 || cs > 64<<20 || cs&(cs-1) != 0 {
+		return nil, corruptf("qed", path, 4, "cluster size %d is not a power of 2 in [4 KiB, 64 MiB]", cs)
+	}
+	if ts < 1 || ts > 16 || ts&(ts-1) != 0 {
+		return nil, corruptf("qed", path, 8, "table size %d is not a power of 2 in [1, 16]", ts)
+	}
+	if hs < 1 || hs > (1<<32-1)/cs {
+		return nil, corruptf("qed", path, 12, "header size %d clusters out of range", hs)
+	}
+	d := &qedDisk{
+		f: f, path: path, readOnly: readOnly,
+		clusterSize: cs, tableBytes: ts * cs, tableLen: ts * cs / 8,
+		headerEnd: hs * cs, features: feats, autoclear: autoclear,
+	}
+	for d.clusterBits = 0; int64(1)<<d.clusterBits < cs; d.clusterBits++ {
+	}
+	// The maximum size is tableLen² clusters; compare without overflow.
+	l2Span := d.tableLen * cs
+	if size%SectorSize != 0 || size > 1<<62 || size/uint64(l2Span) > uint64(d.tableLen) ||
+		(size/uint64(l2Span) == uint64(d.tableLen) && size%uint64(l2Span) != 0) {
+		return nil, corruptf("qed", path, 48, "image size %d invalid for %d-byte clusters and %d-cluster tables", size, cs, ts)
+	}
+	d.size = int64(size)
+	end := fsize / cs * cs // qemu ignores a partial cluster at the end
+	d.fileEnd.Store(end)
+	if l1Off%uint64(cs) != 0 || l1Off < uint64(d.headerEnd) || l1Off > uint64(end) || uint64(d.tableBytes) > uint64(end)-l1Off {
+		return nil, corruptf("qed", path, 40, "L1 table offset %#x invalid (file of %d bytes)", l1Off, fsize)
+	}
+	d.l1Off = int64(l1Off)
+	if feats&qedFBacking != 0 && bLen != 0 { // qemu treats an empty name as no backing file
+		if bLen > qedMaxBacking || bOff+bLen > d.headerEnd || bOff+bLen > fsize {
+			return nil, corruptf("qed", path, 56, "backing file name (%d bytes at %d) outside the header", bLen, bOff)
+		}
+		name := make([]byte, bLen)
+		if err := readFullAt(f, name, bOff, "qed", path); err != nil {
+			return nil, err
+		}
+		d.backing = string(name)
+		d.backingRaw = feats&qedFBackingRaw != 0
+	}
+	// Only the L1 entries that cover the virtual size are read: the table
+	// itself may be far larger than the disk needs.
+	n := (d.size + l2Span - 1) / l2Span
+	if n*8 > qedMaxL1InMem {
+		return nil, unsupportedf("qed", path, "L1 table of %d entries too large", n)
+	}
+	buf := make([]byte, n*8)
+	if err := readFullAt(f, buf, d.l1Off, "qed", path); err != nil {
+		return nil, err
+	}
+	d.l1 = make([]uint64, n)
+	for i := range d.l1 {
+		d.l1[i] = le.Uint64(buf[i*8:])
+	}
+	pageBytes := min(d.tableBytes, qedPageLen*8)
+	d.l2 = newLRU[int64, []uint64](int(max(16, qedCacheBytes/pageBytes)))
+	if !readOnly && feats&qedFNeedCheck != 0 {
+		// Like qemu, check the tables before writing to an image that was
+		// not closed cleanly. vdflat never repairs: a consistent image
+		// (leaks allowed, as the spec says) has its flag cleared on the
+		// next Flush; anything else is left to qemu-img.
+		if err := d.check(); err != nil {
+			return nil, unsupportedf("qed", path, "image was not closed cleanly and its tables are inconsistent (%v): run `qemu-img check -r all -f qed %s` before writing to it", err, path)
+		}
+		d.dirty = true
+	}
+	return d, nil
+}
+
+// check verifies that every table and data cluster offset is aligned,
+// inside the file and referenced only once.
+func (d *qedDisk) check() error {
+	end := d.fileEnd.Load()
+	nclusters := end / d.clusterSize
+	used := make([]uint64, (nclusters+63)/64)
+	mark := func(off uint64, n int64) error {
+		if off%uint64(d.clusterSize) != 0 || off < uint64(d.headerEnd) || off > uint64(end) || uint64(n*d.clusterSize) > uint64(end)-off {
+			return fmt.Errorf("offset %#x invalid", off)
+		}
+		for c := int64(off) / d.clusterSize; n > 0; c, n = c+1, n-1 {
+			if used[c/64]&(1<<(c%64)) != 0 {
+				return fmt.Errorf("cluster at %#x referenced twice", c*d.clusterSize)
+			}
+			used[c/64] |= 1 << (c % 64)
+		}
+		return nil
+	}
+	ts := d.tableBytes / d.clusterSize
+	if err := mark(uint64(d.l1Off), ts); err != nil {
+		return err
+	}
+	buf := make([]byte, d.pageLen()*8)
+	for _, l2 := range d.l1 {
+		if l2 == 0 {
+			continue
+		}
+		if err := mark(l2, ts); err != nil {
+			return fmt.Errorf("L2 table: %w", err)
+		}
+		for p := int64(0); p < d.tableLen; p += d.pageLen() {
+			if err := readFullAt(d.f, buf, int64(l2)+p*8, "qed", d.path); err != nil {
+				return err
+			}
+			for i := 0; i < len(buf); i += 8 {
+				if e := binary.LittleEndian.Uint64(buf[i:]); e > qedZeroCluster {
+					if err := mark(e, 1); err != nil {
+						return fmt.Errorf("data cluster: %w", err)
+					}
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func (d *qedDisk) pageLen() int64 { return min(d.tableLen, qedPageLen) }
+
+// checkCluster validates a data or table offset from a table.
+func (d *qedDisk) validOffset(off uint64, length int64) bool {
+	end := uint64(d.fileEnd.Load())
+	return off%uint64(d.clusterSize) == 0 && off >= uint64(d.headerEnd) && off <= end && uint64(length) <= end-off
+}
+
+// lookup returns the L2 table offset (0 when none) and the L2 entry of
+// virtual cluster vc.
+func (d *qedDisk) lookup(vc int64) (l2Off uint64, e uint64, err error) {
+	l1i := vc / d.tableLen
+	d.mu.RLock()
+	if l1i < int64(len(d.l1)) {
+		l2Off = d.l1[l1i]
+	}
+	d.mu.RUnlock()
+	if l2Off == 0 {
+		return 0, 0, nil
+	}
+	if !d.validOffset(l2Off, d.tableBytes) {
+		return 0, 0, corruptf("qed", d.path, d.l1Off+l1i*8, "L2 table offset %#x invalid", l2Off)
+	}
+	l2i := vc % d.tableLen
+	pl := d.pageLen()
+	pageOff := int64(l2Off) + l2i/pl*pl*8
+	page, ok := d.l2.Get(pageOff)
+	if !ok {
+		// Load under the read lock so an allocating write (which
+		// updates file and cache under the write lock) cannot interleave
+		// and leave a stale page in the cache.
+		d.mu.RLock()
+		page, ok = d.l2.Get(pageOff)
+		if !ok {
+			buf := make([]byte, pl*8)
+			if err = readFullAt(d.f, buf, pageOff, "qed", d.path); err == nil {
+				page = make([]uint64, pl)
+				for i := range page {
+					page[i] = binary.LittleEndian.Uint64(buf[i*8:])
+				}
+				d.l2.Put(pageOff, page)
+			}
+		}
+		d.mu.RUnlock()
+		if err != nil {
+			return 0, 0, err
+		}
+	}
+	e = page[l2i%pl]
+	if e > qedZeroCluster && !d.validOffset(e, d.clusterSize) {
+		return 0, 0, corruptf("qed", d.path, pageOff+(l2i%pl)*8, "data cluster offset %#x invalid", e)
+	}
+	return l2Off, e, nil
+}
+
+func (d *qedDisk) Size() int64 { return d.size }
+
+func (d *qedDisk) ReadAt(p []byte, off int64) (int, error) {
+	if err := checkIO(p, off); err != nil {
+		return 0, err
+	}
+	n := len(p)
+	if off >= d.size {
+		clear(p)
+		return n, nil
+	}
+	if rem := d.size - off; int64(len(p)) > rem {
+		clear(p[rem:])
+		p = p[:rem]
+	}
+	var runBuf []byte
+	var runFile int64 = -1
+	flush := func() error {
+		if runFile >= 0 {
+			if err := readFullAt(d.f, runBuf, runFile, "qed", d.path); err != nil {
+				return err
+			}
+		}
+		runFile = -1
+		return nil
+	}
+	for done := 0; done < len(p); {
+		pos := off + int64(done)
+		in := pos & (d.clusterSize - 1)
+		chunk := p[done:min(len(p), done+int(d.clusterSize-in))]
+		_, e, err := d.lookup(pos >> d.clusterBits)
+		if err != nil {
+			return 0, err
+		}
+		switch e {
+		case 0, qedZeroCluster:
+			if err := flush(); err != nil {
+				return 0, err
+			}
+			if e == 0 {
+				err = qcow1ReadBacking(d.parent, chunk, pos)
+			} else {
+				clear(chunk)
+			}
+			if err != nil {
+				return 0, err
+			}
+		default:
+			fo := int64(e) + in
+			if runFile >= 0 && runFile+int64(len(runBuf)) == fo {
+				runBuf = p[done-len(runBuf) : done+len(chunk)]
+			} else {
+				if err := flush(); err != nil {
+					return 0, err
+				}
+				runFile, runBuf = fo, chunk
+			}
+		}
+		done += len(chunk)
+	}
+	if err := flush(); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+func (d *qedDisk) WriteAt(p []byte, off int64) (int, error) {
+	if err := checkIO(p, off); err != nil {
+		return 0, err
+	}
+	if d.readOnly {
+		return 0, ErrReadOnly
+	}
+	n := len(p)
+	if off >= d.size {
+		return n, nil
+	}
+	if rem := d.size - off; int64(len(p)) > rem {
+		p = p[:rem]
+	}
+	if !d.prepared.Load() {
+		d.allocMu.Lock()
+		err := d.prepareWrite()
+		d.allocMu.Unlock()
+		if err != nil {
+			return 0, err
+		}
+	}
+	for done := 0; done < len(p); {
+		pos := off + int64(done)
+		in := pos & (d.clusterSize - 1)
+		chunk := p[done:min(len(p), done+int(d.clusterSize-in))]
+		if err := d.writeCluster(chunk, pos); err != nil {
+			return 0, err
+		}
+		done += len(chunk)
+	}
+	return n, nil
+}
+
+// writeCluster writes data that lies inside one cluster.
+func (d *qedDisk) writeCluster(data []byte, pos int64) error {
+	vc := pos >> d.clusterBits
+	in := pos & (d.clusterSize - 1)
+	_, e, err := d.lookup(vc)
+	if err != nil {
+		return err
+	}
+	if e > qedZeroCluster {
+		return d.pwrite(data, int64(e)+in)
+	}
+	d.allocMu.Lock()
+	defer d.allocMu.Unlock()
+	l2Off, e, err := d.lookup(vc) // another writer may have allocated it
+	if err != nil {
+		return err
+	}
+	if e > qedZeroCluster {
+		return d.pwrite(data, int64(e)+in)
+	}
+	whole := int64(len(data)) == d.clusterSize
+	if qedAllZero(data) {
+		// Zeros over sectors that already read as zeros need nothing;
+		// a whole cluster of them over a backing file becomes a zero
+		// cluster.
+		if e == qedZeroCluster || d.parent == nil || pos >= d.parent.Size() {
+			return nil
+		}
+		if whole {
+			return d.setEntry(vc, l2Off, qedZeroCluster)
+		}
+	}
+	// New cluster: the backing file's bytes (zeros for a zero cluster or
+	// without a backing file) with data on top, written whole.
+	buf := data
+	if !whole {
+		buf = make([]byte, d.clusterSize)
+		if e == 0 {
+			if err := qcow1ReadBacking(d.parent, buf, pos-in); err != nil {
+				return err
+			}
+		}
+		copy(buf[in:], data)
+	}
+	if err := d.setNeedCheck(); err != nil {
+		return err
+	}
+	at := d.fileEnd.Load()
+	if err := d.pwrite(buf, at); err != nil {
+		return err
+	}
+	d.fileEnd.Store(at + d.clusterSize)
+	return d.setEntry(vc, l2Off, uint64(at))
+}
+
+// setEntry points virtual cluster vc at val, allocating its L2 table when
+// l2Off is 0. Called with allocMu held.
+func (d *qedDisk) setEntry(vc int64, l2Off, val uint64) error {
+	le := binary.LittleEndian
+	l2i := vc % d.tableLen
+	if l2Off == 0 {
+		if err := d.setNeedCheck(); err != nil {
+			return err
+		}
+		at := d.fileEnd.Load()
+		table := make([]byte, d.tableBytes)
+		le.PutUint64(table[l2i*8:], val)
+		if err := d.pwrite(table, at); err != nil {
+			return err
+		}
+		d.fileEnd.Store(at + d.tableBytes)
+		l1i := vc / d.tableLen
+		var b [8]byte
+		le.PutUint64(b[:], uint64(at))
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if err := d.pwrite(b[:], d.l1Off+l1i*8); err != nil {
+			return err
+		}
+		d.l1[l1i] = uint64(at)
+		return nil
+	}
+	pl := d.pageLen()
+	pageOff := int64(l2Off) + l2i/pl*pl*8
+	var b [8]byte
+	le.PutUint64(b[:], val)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.pwrite(b[:], int64(l2Off)+l2i*8); err != nil {
+		return err
+	}
+	if page, ok := d.l2.Get(pageOff); ok {
+		// Cached pages are shared with readers: replace, never modify.
+		np := append([]uint64(nil), page...)
+		np[l2i%pl] = val
+		d.l2.Put(pageOff, np)
+	}
+	return nil
+}
+
+// prepareWrite clears autoclear feature bits before the first write: they
+// stand for extensions vdflat does not maintain. Called with allocMu held.
+func (d *qedDisk) prepareWrite() error {
+	if d.prepared.Load() {
+		return nil
+	}
+	if d.autoclear != 0 {
+		var b [8]byte
+		if err := d.pwrite(b[:], qedAutoclearOff); err != nil {
+			return err
+		}
+		d.autoclear = 0
+	}
+	d.prepared.Store(true)
+	return nil
+}
+
+// setNeedCheck marks the image as needing a check before its tables
+// change, durably. Called with allocMu held.
+func (d *qedDisk) setNeedCheck() error {
+	if d.features&qedFNeedCheck != 0 {
+		return nil
+	}
+	if err := d.writeFeatures(d.features | qedFNeedCheck); err != nil {
+		return err
+	}
+	d.dirty = true
+	return nil
+}
+
+func (d *qedDisk) writeFeatures(v uint64) error {
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], v)
+	if err := d.pwrite(b[:], qedFeaturesOff); err != nil {
+		return err
+	}
+	if err := d.f.Sync(); err != nil {
+		return fmt.Errorf("qed: %s: sync: %w", d.path, err)
+	}
+	d.features = v
+	return nil
+}
+
+func (d *qedDisk) pwrite(b []byte, off int64) error {
+	if _, err := d.f.WriteAt(b, off); err != nil {
+		return fmt.Errorf("qed: %s: write at %#x: %w", d.path, off, err)
+	}
+	return nil
+}
+
+func (d *qedDisk) Map(off, length int64) (bool, int64, error) {
+	if off < 0 || off%SectorSize != 0 || off >= d.size {
+		return false, 0, fmt.Errorf("%w: map offset %d", ErrInvalid, off)
+	}
+	length = max(SectorSize, min(length, d.size-off))
+	var state, first = false, true
+	var n int64
+	for n < length {
+		pos := off + n
+		step := min(d.clusterSize-pos&(d.clusterSize-1), length-n)
+		_, e, err := d.lookup(pos >> d.clusterBits)
+		if err != nil {
+			return false, 0, err
+		}
+		alloc := e > qedZeroCluster
+		if e == 0 && d.parent != nil && pos < d.parent.Size() {
+			alloc = true
+			if m, ok := d.parent.(Mapper); ok {
+				var pn int64
+				if alloc, pn, err = m.Map(pos, min(step, d.parent.Size()-pos)); err != nil {
+					return false, 0, err
+				}
+				step = min(step, pn)
+			}
+		}
+		if first {
+			state, first = alloc, false
+		} else if alloc != state {
+			break
+		}
+		n += step
+	}
+	return state, n, nil
+}
+
+// Flush makes data and tables durable, then clears the need-check bit.
+func (d *qedDisk) Flush() error {
+	if d.readOnly {
+		return nil
+	}
+	d.allocMu.Lock()
+	defer d.allocMu.Unlock()
+	if err := d.f.Sync(); err != nil {
+		return fmt.Errorf("qed: %s: sync: %w", d.path, err)
+	}
+	if d.dirty {
+		if err := d.writeFeatures(d.features &^ qedFNeedCheck); err != nil {
+			return err
+		}
+		d.dirty = false
+	}
+	return nil
+}
+
+func (d *qedDisk) Close() error {
+	err := d.Flush()
+	if cerr := d.f.Close(); err == nil {
+		err = cerr
+	}
+	if d.parent != nil {
+		if perr := d.parent.Close(); err == nil {
+			err = perr
+		}
+	}
+	return err
+}
+
+func (d *qedDisk) Info() Info {
+	variant := "standalone"
+	if d.backing != "" {
+		variant = "differencing"
+	}
+	info := Info{
+		Format: "qed", Variant: variant, Path: d.path, Files: []string{d.path},
+		Size: d.size, ClusterSize: d.clusterSize, Allocated: -1,
+		ReadOnly: d.readOnly,
+		Metadata: map[string]string{"table_size": fmt.Sprint(d.tableBytes / d.clusterSize)},
+	}
+	if d.readOnly {
+		info.ReadOnlyReason = "opened read-only"
+	}
+	d.allocMu.Lock()
+	feats := d.features
+	d.allocMu.Unlock()
+	if feats&qedFNeedCheck != 0 {
+		info.Features = append(info.Features, "need-check")
+		if d.readOnly {
+			info.Warnings = append(info.Warnings, "image was not closed cleanly (need-check flag): run qemu-img check -r all before writing to it")
+		}
+	}
+	if d.backing != "" {
+		info.Features = append(info.Features, "backing file")
+		info.Metadata["backing_file"] = d.backing
+		if d.backingRaw {
+			info.Features = append(info.Features, "raw backing file")
+		}
+	}
+	if d.parent != nil {
+		pi := d.parent.Info()
+		info.Parent = &pi
+	}
+	return info
+}
+
+func qedAllZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}

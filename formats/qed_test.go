@@ -1,0 +1,377 @@
+package formats
+
+import (
+	"bytes"
+	"crypto/md5"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+)
+
+// qedFixture converts data to QED with qemu-img (extra arguments, such as
+// -o cluster_size=..., passed through).
+func qedFixture(t testing.TB, data []byte, extra ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src.raw")
+	if err := os.WriteFile(src, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(dir, "img.qed")
+	args := append([]string{"convert", "-f", "raw", "-O", "qed"}, extra...)
+	qemuImg(t, append(args, src, dst)...)
+	return dst
+}
+
+func qedFileMD5(t testing.TB, p string) [16]byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return md5.Sum(b)
+}
+
+func TestQEDRead(t *testing.T) {
+	cases := []struct {
+		size int64
+		opts []string
+	}{
+		{512 * 5, nil},
+		{1<<20 + 512*9, nil},
+		{1<<20 + 4096, []string{"-o", "cluster_size=4096,table_size=2"}},
+		{1<<20 + 512, []string{"-o", "cluster_size=8192,table_size=16"}},
+	}
+	for _, c := range cases {
+		data := patternDisk(c.size, c.size)
+		p := qedFixture(t, data, c.opts...)
+		before := qedFileMD5(t, p)
+		want := qemuRaw(t, "qed", p)
+		d := mustOpen(t, p, Options{ReadOnly: true})
+		if info := d.Info(); info.Format != "qed" || !info.ReadOnly {
+			t.Fatalf("info %+v", info)
+		}
+		checkDisk(t, d, want)
+		qedCheckMap(t, d, "qed", p)
+		if c.opts != nil {
+			checkConcurrentReads(t, d, want)
+		}
+		if _, err := d.WriteAt(make([]byte, 512), 0); !errors.Is(err, ErrReadOnly) {
+			t.Fatalf("WriteAt read-only: %v", err)
+		}
+		d.Close()
+		if qedFileMD5(t, p) != before {
+			t.Fatal("read-only open changed the image")
+		}
+	}
+}
+
+func TestQEDBackingAndZeroClusters(t *testing.T) {
+	dir := t.TempDir()
+	size := int64(3<<20 + 1024)
+	base := patternDisk(size, 21)
+	basePath := filepath.Join(dir, "base.raw")
+	if err := os.WriteFile(basePath, base, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	baseSum := qedFileMD5(t, basePath)
+
+	// raw backing with the no-probe feature (-F raw)
+	child := filepath.Join(dir, "child.qed")
+	qemuImg(t, "create", "-f", "qed", "-b", "base.raw", "-F", "raw", child)
+	run(t, "qemu-io", "-f", "qed",
+		"-c", "write -P 0x61 4096 8192",
+		"-c", "write -z 131072 131072", // whole clusters: zero clusters over the backing file
+		"-c", "write -P 0x62 3145728 1024",
+		child)
+	want := qemuRaw(t, "qed", child)
+	d := mustOpen(t, child, Options{ReadOnly: true})
+	checkDisk(t, d, want)
+	info := d.Info()
+	if info.Parent == nil || info.Parent.Format != "raw" {
+		t.Fatalf("parent %+v", info.Parent)
+	}
+	qedCheckMap(t, d, "qed", child)
+	alloc, n, err := d.(Mapper).Map(131072, 131072)
+	if err != nil || alloc || n != 131072 {
+		t.Fatalf("Map of zero clusters = %v %d %v", alloc, n, err)
+	}
+	d.Close()
+
+	// QED over qcow over raw
+	mid := filepath.Join(dir, "mid.qcow")
+	qemuImg(t, "create", "-f", "qcow", "-b", "base.raw", "-F", "raw", mid)
+	run(t, "qemu-io", "-f", "qcow", "-c", "write -P 0x71 65536 4096", mid)
+	top := filepath.Join(dir, "top.qed")
+	qemuImg(t, "create", "-f", "qed", "-b", "mid.qcow", "-F", "qcow", top)
+	run(t, "qemu-io", "-f", "qed", "-c", "write -P 0x72 0 512", top)
+	want = qemuRaw(t, "qed", top)
+	d = mustOpen(t, top, Options{ReadOnly: true})
+	checkDisk(t, d, want)
+	qedCheckMap(t, d, "qed", top)
+	if pi := d.Info().Parent; pi == nil || pi.Format != "qcow" || pi.Parent == nil {
+		t.Fatalf("chain %+v", pi)
+	}
+	d.Close()
+	if qedFileMD5(t, basePath) != baseSum {
+		t.Fatal("backing file changed")
+	}
+
+	// missing backing file
+	os.Rename(mid, mid+".gone")
+	if _, err := Open(top, Options{ReadOnly: true}); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("missing backing file: %v, want ErrNotExist", err)
+	}
+}
+
+func TestQEDWrite(t *testing.T) {
+	for _, c := range []struct {
+		size int64
+		opts []string
+	}{
+		{2<<20 + 3*512, nil},
+		{1<<20 + 512, []string{"-o", "cluster_size=4096,table_size=2"}},
+	} {
+		model := patternDisk(c.size, 5)
+		p := qedFixture(t, model, c.opts...)
+		d, err := Open(p, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Info().ReadOnly {
+			t.Fatal("opened read-only")
+		}
+		randomWrites(t, d, model, 80, 1)
+		concurrentWrites(t, d, model, 24*1024)
+		randomWrites(t, d, model, 40, 2)
+		checkDisk(t, d, model)
+		if err := d.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if got := qemuRaw(t, "qed", p); !bytes.Equal(got, model) {
+			t.Fatal("qemu-img reads something else than was written")
+		}
+		qemuCheck(t, "qed", p)
+		if f := qedFeatures(t, p); f&qedFNeedCheck != 0 {
+			t.Fatalf("need-check left set after Close (features %#x)", f)
+		}
+	}
+}
+
+func TestQEDWriteEmptyAndBacking(t *testing.T) {
+	dir := t.TempDir()
+	size := int64(4<<20 + 1536)
+	// empty image, nothing allocated
+	empty := filepath.Join(dir, "empty.qed")
+	qemuImg(t, "create", "-f", "qed", empty, strconv.FormatInt(size, 10))
+	model := make([]byte, size)
+	d := mustOpen(t, empty, Options{})
+	randomWrites(t, d, model, 60, 3)
+	concurrentWrites(t, d, model, 40*1024)
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(qemuRaw(t, "qed", empty), model) {
+		t.Fatal("empty image: qemu-img disagrees")
+	}
+	qemuCheck(t, "qed", empty)
+
+	// child of a raw backing file: copy-on-write of partial clusters
+	base := patternDisk(size, 31)
+	basePath := filepath.Join(dir, "base.raw")
+	if err := os.WriteFile(basePath, base, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	baseSum := qedFileMD5(t, basePath)
+	child := filepath.Join(dir, "child.qed")
+	qemuImg(t, "create", "-f", "qed", "-b", "base.raw", "-F", "raw", child)
+	model = append([]byte(nil), base...)
+	d = mustOpen(t, child, Options{})
+	randomWrites(t, d, model, 60, 4)
+	// whole zero clusters over the backing file
+	z := make([]byte, 128<<10)
+	if _, err := d.WriteAt(z, 256<<10); err != nil {
+		t.Fatal(err)
+	}
+	copy(model[256<<10:], z)
+	concurrentWrites(t, d, model, 20*1024)
+	checkDisk(t, d, model)
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(qemuRaw(t, "qed", child), model) {
+		t.Fatal("child: qemu-img disagrees")
+	}
+	qemuCheck(t, "qed", child)
+	if qedFileMD5(t, basePath) != baseSum {
+		t.Fatal("a write changed the backing file")
+	}
+}
+
+func qedFeatures(t testing.TB, p string) uint64 {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return binary.LittleEndian.Uint64(b[qedFeaturesOff:])
+}
+
+func qedSetFeatures(t testing.TB, p string, v uint64) {
+	t.Helper()
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], v)
+	if _, err := f.WriteAt(b[:], qedFeaturesOff); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestQEDNeedCheckAndFeatures(t *testing.T) {
+	data := patternDisk(1<<20, 8)
+	p := qedFixture(t, data)
+	qedSetFeatures(t, p, qedFNeedCheck)
+	before := qedFileMD5(t, p)
+	d := mustOpen(t, p, Options{ReadOnly: true})
+	checkDisk(t, d, data)
+	if info := d.Info(); len(info.Warnings) == 0 {
+		t.Fatal("no warning for need-check")
+	}
+	d.Close()
+	if qedFileMD5(t, p) != before {
+		t.Fatal("read-only open of a need-check image changed it")
+	}
+
+	// Consistent tables: a read-write open works and Close clears the flag.
+	d = mustOpen(t, p, Options{})
+	model := append([]byte(nil), data...)
+	randomWrites(t, d, model, 20, 3)
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if f := qedFeatures(t, p); f&qedFNeedCheck != 0 {
+		t.Fatalf("need-check still set: %#x", f)
+	}
+	if !bytes.Equal(qemuRaw(t, "qed", p), model) {
+		t.Fatal("qemu-img disagrees after writing to a checked image")
+	}
+	qemuCheck(t, "qed", p)
+
+	// Inconsistent tables (an L2 table offset that is the L1 table):
+	// refused for writing, with the image untouched.
+	img, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l1 := binary.LittleEndian.Uint64(img[40:])
+	binary.LittleEndian.PutUint64(img[l1:], l1)
+	binary.LittleEndian.PutUint64(img[qedFeaturesOff:], qedFNeedCheck)
+	if err := os.WriteFile(p, img, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before = qedFileMD5(t, p)
+	if _, err := Open(p, Options{}); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("read-write open of an inconsistent image: %v, want ErrUnsupported", err)
+	}
+	if qedFileMD5(t, p) != before {
+		t.Fatal("refused open changed the image")
+	}
+	qedSetFeatures(t, p, 0x10)
+	if _, err := Open(p, Options{ReadOnly: true}); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("unknown feature: %v, want ErrUnsupported", err)
+	}
+}
+
+func TestQEDCorruptVariants(t *testing.T) {
+	p := qedFixture(t, patternDisk(256<<10, 5), "-o", "cluster_size=4096,table_size=2")
+	img, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range corruptVariants(img, 3, 80) {
+		fuzzOpen(t, "c"+string(rune('a'+i%26))+".qed", c)
+	}
+}
+
+func FuzzQED(f *testing.F) {
+	p := qedFixture(f, patternDisk(16<<10, 5), "-o", "cluster_size=4096,table_size=2")
+	img, err := os.ReadFile(p)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(img)
+	f.Fuzz(func(t *testing.T, b []byte) { fuzzOpen(t, "fuzz.qed", b) })
+}
+
+func BenchmarkQEDSeqRead(b *testing.B) {
+	d := mustOpen(b, qedFixture(b, patternDisk(8<<20, 1)), Options{ReadOnly: true})
+	benchReads(b, d, false)
+}
+
+func BenchmarkQEDRandRead(b *testing.B) {
+	d := mustOpen(b, qedFixture(b, patternDisk(8<<20, 1)), Options{ReadOnly: true})
+	benchReads(b, d, true)
+}
+
+func BenchmarkQEDOpen2TiB(b *testing.B) {
+	for _, size := range []string{"2M", "2T"} {
+		p := filepath.Join(b.TempDir(), "img.qed")
+		qemuImg(b, "create", "-f", "qed", p, size)
+		b.Run(size, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				d, err := Open(p, Options{ReadOnly: true})
+				if err != nil {
+					b.Fatal(err)
+				}
+				buf := make([]byte, 4096)
+				d.ReadAt(buf, d.Size()/2)
+				d.Close()
+			}
+		})
+	}
+}
+
+// qedCheckMap compares d's Map, sector by sector, with the "data" flag of
+// `qemu-img map` for the image spec (a path or a json: spec).
+func qedCheckMap(t testing.TB, d Disk, fmtName, spec string) {
+	t.Helper()
+	args := []string{"map", "--output=json"}
+	if fmtName != "" {
+		args = append(args, "-f", fmtName)
+	}
+	var extents []struct {
+		Start, Length int64
+		Data          bool
+	}
+	if err := json.Unmarshal(qemuImg(t, append(args, spec)...), &extents); err != nil {
+		t.Fatal(err)
+	}
+	sectors := roundUp(d.Size(), SectorSize) / SectorSize
+	want := make([]bool, sectors)
+	for _, e := range extents {
+		for s := e.Start / SectorSize; s < (e.Start+e.Length)/SectorSize && s < sectors; s++ {
+			want[s] = e.Data
+		}
+	}
+	m := d.(Mapper)
+	for off := int64(0); off < d.Size(); {
+		alloc, n, err := m.Map(off, d.Size()-off)
+		if err != nil || n < SectorSize || n%SectorSize != 0 && off+n < d.Size() {
+			t.Fatalf("Map(%d) = %v, %d, %v", off, alloc, n, err)
+		}
+		for s := off / SectorSize; s < (off+n+SectorSize-1)/SectorSize; s++ {
+			if want[s] != alloc {
+				t.Fatalf("Map: sector %d allocated=%v, qemu-img map says %v", s, alloc, want[s])
+			}
+		}
+		off += n
+	}
+}
