@@ -809,3 +809,9 @@ func parallelsOpenBundle(xmlPath string, opt Options) (Disk, error) {
 	}
 	return &parallelsBundle{Disk: disk, xmlPath: xmlPath, chain: chain}, nil
 }
+
+// CanWrite: an image marked in use or carrying a format extension is
+// never written (see openParallels).
+func (d *parallelsDisk) CanWrite() bool {
+	return d.inuse != parallelsInUse && d.extOff == 0
+}

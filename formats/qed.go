@@ -666,3 +666,7 @@ func qedAllZero(b []byte) bool {
 	}
 	return true
 }
+
+// CanWrite: QED images can be written; one that needs a check is
+// examined when it is opened for writing.
+func (d *qedDisk) CanWrite() bool { return true }
