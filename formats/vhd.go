@@ -544,7 +544,9 @@ func (d *vhdDisk) openParent(opt Options) error {
 			full = filepath.Join(filepath.Dir(d.path), c)
 		}
 		tried = append(tried, full)
-		if _, err := os.Stat(full); err != nil {
+		// Only regular files: a crafted locator must not make us read a
+		// FIFO or a device.
+		if st, err := os.Stat(full); err != nil || !st.Mode().IsRegular() {
 			continue
 		}
 		p, err := openParent(d.path, c, opt)
@@ -580,14 +582,13 @@ func (d *vhdDisk) openParent(opt Options) error {
 
 // checkParent compares the parent's UUID with the one the child records.
 func (d *vhdDisk) checkParent(p Disk, full string) error {
-	var zero [16]byte
-	if d.parentUUID == zero {
-		d.warnf("no parent UUID recorded; parent %s not checked", full)
-		return nil
-	}
+	// A VHD's parent is a VHD: the UUID it records is a VHD footer's.
 	pv, ok := p.(*vhdDisk)
 	if !ok {
-		d.warnf("parent %s is %s, not VHD; UUID not checked", full, p.Info().Format)
+		return d.corrupt(-1, "parent %s is a %s image, not a VHD", full, p.Info().Format)
+	}
+	if d.parentUUID == ([16]byte{}) {
+		d.warnf("no parent UUID recorded; parent %s not checked", full)
 		return nil
 	}
 	if pv.footer.uuid != d.parentUUID {
@@ -786,12 +787,18 @@ func (d *vhdDisk) writeBlock(q []byte, b, in int64) error {
 	if err != nil {
 		return err
 	}
+	if e == vhdUnallocated && d.diskType == vhdTypeDynamic && vhdAllZero(q) {
+		return nil // reads as zeros already: keep the image sparse
+	}
 	if e != vhdUnallocated {
 		bm, err := d.bitmap(b, d.blockOffset(e))
 		if err != nil {
 			return err
 		}
 		if set, run := vhdBitRun(bm, s, ns); set && run == ns {
+			if err := d.checkWritable(b, d.blockOffset(e)); err != nil {
+				return err
+			}
 			return d.writeData(q, d.blockOffset(e)+d.bitmapSize+in)
 		}
 	}
@@ -803,9 +810,15 @@ func (d *vhdDisk) writeBlock(q []byte, b, in int64) error {
 		return err
 	}
 	if e == vhdUnallocated {
+		if d.diskType == vhdTypeDynamic && vhdAllZero(q) {
+			return nil // reads as zeros already: keep the image sparse
+		}
 		return d.allocate(q, b, in)
 	}
 	boff := d.blockOffset(e)
+	if err := d.checkWritable(b, boff); err != nil {
+		return err
+	}
 	bm, err := d.bitmap(b, boff)
 	if err != nil {
 		return err
@@ -829,6 +842,33 @@ func (d *vhdDisk) writeBlock(q []byte, b, in int64) error {
 	d.gen++
 	d.mu.Unlock()
 	return nil
+}
+
+// checkWritable refuses to write a block that a damaged BAT entry places
+// over the footer copy, the dynamic header or the BAT itself.
+func (d *vhdDisk) checkWritable(b, boff int64) error {
+	end := boff + d.bitmapSize + d.blockSize
+	hdr := int64(d.footer.dataOffset)
+	over := func(lo, hi int64) bool { return boff < hi && lo < end }
+	if over(0, vhdFooterSize) || over(hdr, hdr+vhdDynHeaderSize) || over(d.tableOff, d.tableOff+int64(d.maxEntries)*4) {
+		return d.corrupt(d.tableOff+4*b, "block %d at %#x overlaps the image's headers or block table", b, boff)
+	}
+	return nil
+}
+
+func vhdAllZero(b []byte) bool {
+	for len(b) >= 8 {
+		if binary.LittleEndian.Uint64(b) != 0 {
+			return false
+		}
+		b = b[8:]
+	}
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func vhdSetBits(bm []byte, s, n int64) {
