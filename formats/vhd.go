@@ -489,8 +489,9 @@ func vhdBase(p string) string {
 
 // parentCandidates lists where the parent may be, best first: relative
 // locators (resolved against the child's directory), absolute paths that
-// make sense here, then the parent's base name in the child's directory.
-func (d *vhdDisk) parentCandidates() []string {
+// make sense here, then the parent's base name in the child's directory
+// and in the search path.
+func (d *vhdDisk) parentCandidates(searchPath []string) []string {
 	var rel, abs, base []string
 	for _, l := range d.locators {
 		s, usable := vhdWinPath(l.path, l.code == "W2ru" || l.code == "Wi2r")
@@ -512,6 +513,17 @@ func (d *vhdDisk) parentCandidates() []string {
 		}
 		base = append(base, vhdBase(d.parentName))
 	}
+	var elsewhere []string
+	for _, dir := range searchPath {
+		if dir, err := filepath.Abs(dir); err == nil {
+			for _, b := range base {
+				if b != "" {
+					elsewhere = append(elsewhere, filepath.Join(dir, b))
+				}
+			}
+		}
+	}
+	base = append(base, elsewhere...)
 	var out []string
 	seen := map[string]bool{}
 	for _, c := range append(append(rel, abs...), base...) {
@@ -532,7 +544,7 @@ func (d *vhdDisk) parentCandidates() []string {
 
 // openParent finds, opens and checks the parent of a differencing image.
 func (d *vhdDisk) openParent(opt Options) error {
-	cands := d.parentCandidates()
+	cands := d.parentCandidates(opt.SearchPath)
 	if len(cands) == 0 {
 		return d.corrupt(-1, "differencing image names no parent (no locators, no parent name)")
 	}

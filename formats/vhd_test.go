@@ -343,6 +343,27 @@ func TestVHDSampleDetails(t *testing.T) {
 	}
 }
 
+// TestVHDParentCandidates checks how stored parent paths become places
+// to look (Windows paths keep only their base name; relative ones are
+// resolved against the child's directory).
+func TestVHDParentCandidates(t *testing.T) {
+	d := &vhdDisk{
+		path:       "/img/child.vhd",
+		parentName: `C:\VMs\base.vhd`,
+		locators: []vhdLocator{
+			{"W2ku", `C:\VMs\base.vhd`},
+			{"W2ru", `..\VMs\base.vhd`},
+			{"MacX", "/Users/me/VMs/base.vhd"},
+			{"W2ku", `\\server\share\other.vhd`},
+		},
+	}
+	got := d.parentCandidates([]string{"/search"})
+	want := []string{"../VMs/base.vhd", "/Users/me/VMs/base.vhd", "base.vhd", "other.vhd", "/search/base.vhd", "/search/other.vhd"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Fatalf("candidates %q, want %q", got, want)
+	}
+}
+
 func copyFile(t testing.TB, src, dst string) {
 	t.Helper()
 	b, err := os.ReadFile(src)
