@@ -542,6 +542,8 @@ func vhdDiffWriteCheck(t *testing.T, child, parent string, model []byte) {
 		}
 	}
 	vhdCompare(t, d, model)
+	vhdSparseConcurrentWrites(t, d, model)
+	vhdCompare(t, d, model)
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -555,6 +557,39 @@ func vhdDiffWriteCheck(t *testing.T, child, parent string, model []byte) {
 		checkConcurrentReads(t, d, model)
 	}
 	vhdCheckMap(t, d, model)
+}
+
+// vhdSparseConcurrentWrites writes single sectors from 8 goroutines into
+// the same few blocks (goroutine g owns the sectors = g mod 8), so that
+// allocations and bitmap updates of one block race each other.
+func vhdSparseConcurrentWrites(t *testing.T, d Disk, model []byte) {
+	t.Helper()
+	sectors := int64(len(model)) / SectorSize
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for g := int64(0); g < 8; g++ {
+		wg.Add(1)
+		go func(g int64) {
+			defer wg.Done()
+			r := rand.New(rand.NewSource(g + 50))
+			for i := 0; i < 40; i++ {
+				s := (r.Int63n(sectors)/8)*8 + g
+				if s >= sectors {
+					continue
+				}
+				p := make([]byte, SectorSize)
+				r.Read(p)
+				if _, err := d.WriteAt(p, s*SectorSize); err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				copy(model[s*SectorSize:], p)
+				mu.Unlock()
+			}
+		}(g)
+	}
+	wg.Wait()
 }
 
 // TestVHDCorrupt opens damaged copies of small images: errors are fine,
