@@ -561,6 +561,14 @@ func (d *vhdDisk) openParent(opt Options) error {
 		if st, err := os.Stat(full); err != nil || !st.Mode().IsRegular() {
 			continue
 		}
+		// Look at the candidate's UUID before opening its whole chain, so
+		// that wrong candidates cost one read each, never a chain each.
+		if err := d.peekParent(full); err != nil {
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
 		p, err := openParent(d.path, c, opt)
 		if err == nil {
 			err = d.checkParent(p, full)
@@ -569,10 +577,7 @@ func (d *vhdDisk) openParent(opt Options) error {
 			}
 		}
 		if err != nil {
-			if firstErr == nil {
-				firstErr = err
-			}
-			continue
+			return err
 		}
 		d.parent = p
 		return nil
@@ -592,6 +597,38 @@ func (d *vhdDisk) openParent(opt Options) error {
 		d.path, vhdBase(want), d.parentName, strings.Join(locs, ", "), strings.Join(tried, ", "), fs.ErrNotExist)
 }
 
+// peekParent reads the footer of a candidate parent and compares its
+// UUID with the one the child records.
+func (d *vhdDisk) peekParent(full string) error {
+	f, err := os.Open(full)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	size, err := fileSize(f)
+	if err != nil {
+		return err
+	}
+	var ft *vhdFooter
+	buf := make([]byte, vhdFooterSize)
+	if size >= vhdFooterSize {
+		if _, err := f.ReadAt(buf, 0); err == nil && bytes.HasPrefix(buf, vhdCookie) {
+			ft = vhdParseFooter(buf)
+		} else if _, err := f.ReadAt(buf, size-vhdFooterSize); err == nil && bytes.HasPrefix(buf, vhdCookie) {
+			ft = vhdParseFooter(buf)
+		} else if _, err := f.ReadAt(buf[:vhdFooterSize-1], size-vhdFooterSize+1); err == nil && bytes.HasPrefix(buf, vhdCookie) {
+			ft = vhdParseFooter(buf[:vhdFooterSize-1])
+		}
+	}
+	if ft == nil {
+		return d.corrupt(-1, "parent %s is not a VHD image", full)
+	}
+	if d.parentUUID != ([16]byte{}) && ft.uuid != d.parentUUID {
+		return d.corrupt(-1, "parent %s has UUID %s, the child expects %s", full, vhdUUID(ft.uuid), vhdUUID(d.parentUUID))
+	}
+	return nil
+}
+
 // checkParent compares the parent's UUID with the one the child records.
 func (d *vhdDisk) checkParent(p Disk, full string) error {
 	// A VHD's parent is a VHD: the UUID it records is a VHD footer's.
@@ -605,6 +642,10 @@ func (d *vhdDisk) checkParent(p Disk, full string) error {
 	}
 	if pv.footer.uuid != d.parentUUID {
 		return d.corrupt(-1, "parent %s has UUID %s, the child expects %s", full, vhdUUID(pv.footer.uuid), vhdUUID(d.parentUUID))
+	}
+	if pv.size != d.size {
+		// Hyper-V can expand a child; what the parent lacks reads as zeros.
+		d.warnf("parent %s is %d bytes, this image %d", full, pv.size, d.size)
 	}
 	return nil
 }
@@ -720,7 +761,10 @@ func (d *vhdDisk) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
-// readBlock reads q at offset in of block b (disk offset off).
+// readBlock reads q at offset in of block b (disk offset off). The
+// sector bitmap is honoured in dynamic images too, as the specification,
+// VirtualBox and libvhdi do (qemu ignores it there; images it writes
+// have every bit set, so both readings agree on them).
 func (d *vhdDisk) readBlock(q []byte, b, in, off int64) error {
 	e, err := d.batEntry(b)
 	if err != nil {
