@@ -152,6 +152,22 @@ func TestVHDProbe(t *testing.T) {
 	}
 	checkDisk(t, d, data)
 
+	// A dynamic image whose footer copy at offset 0 is damaged is read
+	// through the footer at the end.
+	data = patternDisk(3<<20, 8)
+	img = vhdFixture(t, data, "subformat=dynamic,force_size=on")
+	want := qemuRaw(t, "vpc", img)
+	db, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(db, "XXXXXXXX")
+	d = mustOpen(t, writeTemp(t, "nohead.vhd", db), Options{ReadOnly: true})
+	checkDisk(t, d, want)
+	if a := d.Info().Allocated; a <= 0 || a > d.Size() {
+		t.Fatalf("allocated %d of %d", a, d.Size())
+	}
+
 	// Without the footer it is raw.
 	if name, _ := Detect(writeTemp(t, "plain.img", b[:len(b)-512])); name != "raw" {
 		t.Fatalf("raw data detected as %q", name)
