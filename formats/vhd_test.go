@@ -414,6 +414,19 @@ func TestVHDReadOnly(t *testing.T) {
 		if after := vhdFileMD5(t, img); after != before {
 			t.Fatalf("%s: read-only open changed the file", opts)
 		}
+		// Read-write without writes changes nothing either.
+		d, err = Open(img, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		diskMD5(t, d)
+		_ = d.Info()
+		if err := d.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if after := vhdFileMD5(t, img); after != before {
+			t.Fatalf("%s: read-write open without writes changed the file", opts)
+		}
 	}
 }
 
