@@ -5,6 +5,7 @@ import (
 	"crypto/md5"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"math/rand"
@@ -490,6 +491,52 @@ func TestVHDWrite(t *testing.T) {
 		vhdCheckFooters(t, img)
 		d = mustOpen(t, img, Options{ReadOnly: true})
 		checkDisk(t, d, model)
+	}
+}
+
+// TestVHDWriteHuge writes at both ends and the middle of a 2040 GiB
+// (the format's maximum) dynamic image and lets qemu-io check the
+// patterns: qemu-img convert of 2 TiB would take too long.
+func TestVHDWriteHuge(t *testing.T) {
+	img := filepath.Join(t.TempDir(), "big.vhd")
+	qemuImg(t, "create", "-q", "-f", "vpc", "-o", "subformat=dynamic,force_size=on", img, "2040G")
+	d, err := Open(img, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := d.Size()
+	if size != 2040<<30 {
+		t.Fatalf("size %d", size)
+	}
+	writes := []struct {
+		off int64
+		n   int
+		b   byte
+	}{
+		{0, 4096, 0x11},
+		{size/2 - 512, 8192, 0x22}, // crosses a block boundary
+		{size - 1<<20, 1 << 20, 0x33},
+	}
+	for _, w := range writes {
+		if _, err := d.WriteAt(bytes.Repeat([]byte{w.b}, w.n), w.off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range writes {
+		run(t, "qemu-io", "-f", "vpc", "-r", "-c", fmt.Sprintf("read -P %#x %d %d", w.b, w.off, w.n), img)
+	}
+	run(t, "qemu-io", "-f", "vpc", "-r", "-c", fmt.Sprintf("read -P 0 %d %d", 4096, 1<<20), img)
+	run(t, "qemu-io", "-f", "vpc", "-r", "-c", fmt.Sprintf("read -P 0 %d %d", size-2<<20, 1<<20), img)
+	vhdCheckFooters(t, img)
+	d = mustOpen(t, img, Options{ReadOnly: true})
+	for _, w := range writes {
+		p := make([]byte, w.n)
+		if _, err := d.ReadAt(p, w.off); err != nil || !bytes.Equal(p, bytes.Repeat([]byte{w.b}, w.n)) {
+			t.Fatalf("read back at %d: %v", w.off, err)
+		}
 	}
 }
 
