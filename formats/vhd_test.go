@@ -332,7 +332,7 @@ func TestVHDSampleDetails(t *testing.T) {
 	// A parent with another UUID is refused.
 	other := filepath.Join(filepath.Dir(child), "win8.vhd")
 	img := vhdFixture(t, make([]byte, 41943040), "subformat=dynamic,force_size=on")
-	copyFile(t, img, other)
+	vhdCopyFile(t, img, other)
 	if _, err := Open(child, Options{ReadOnly: true}); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "UUID") {
 		t.Fatalf("wrong parent: %v, want a UUID mismatch", err)
 	}
@@ -381,7 +381,7 @@ func TestVHDParentCandidates(t *testing.T) {
 	}
 }
 
-func copyFile(t testing.TB, src, dst string) {
+func vhdCopyFile(t testing.TB, src, dst string) {
 	t.Helper()
 	b, err := os.ReadFile(src)
 	if err != nil {
