@@ -1186,3 +1186,6 @@ func vhdPrintable(s string) string {
 }
 
 func vhdRoundUp(n, m int64) int64 { return (n + m - 1) / m * m }
+
+// CanWrite: every VHD variant vdflat opens can be written.
+func (d *vhdDisk) CanWrite() bool { return true }
