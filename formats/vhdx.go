@@ -154,27 +154,39 @@ func vhdxParseHeader(b []byte) (vhdxHeader, bool) {
 }
 
 // vhdxOverlay holds the writes of a replayed log: the file as it would be
-// after replay, without touching it. Zero ranges apply first, then pages
-// (a page written after a zeroing survives it; one written before was
-// dropped when the zero range was added).
+// after replay, without touching it. Each write carries its position in
+// the log (ver) so later writes win where they overlap.
 type vhdxOverlay struct {
-	pages map[int64][]byte // 4 KiB-aligned file offset -> contents
-	keys  []int64          // sorted keys of pages
-	zeros [][2]int64       // [start, end) file ranges zeroed by the log
-	end   int64            // file size after replay
+	pages map[int64]vhdxPage // 4 KiB-aligned file offset -> latest contents
+	keys  []int64            // sorted keys of pages
+	zeros []vhdxZeroRange    // file ranges zeroed by the log
+	end   int64              // file size after replay
+	ver   int
 }
 
+type vhdxPage struct {
+	data []byte
+	ver  int
+}
+
+type vhdxZeroRange struct {
+	start, end int64
+	ver        int
+}
+
+// vhdxMaxZeroDescs bounds zero descriptors (each read scans them).
+const vhdxMaxZeroDescs = 1 << 14
+
 func (o *vhdxOverlay) writePage(off int64, data []byte) {
-	o.pages[off] = data
+	o.ver++
+	o.pages[off] = vhdxPage{data, o.ver}
+	o.end = max(o.end, off+vhdxLogSector)
 }
 
 func (o *vhdxOverlay) zeroRange(start, end int64) {
-	for k := range o.pages {
-		if k >= start && k+vhdxLogSector <= end {
-			delete(o.pages, k)
-		}
-	}
-	o.zeros = append(o.zeros, [2]int64{start, end})
+	o.ver++
+	o.zeros = append(o.zeros, vhdxZeroRange{start, end, o.ver})
+	o.end = max(o.end, end)
 }
 
 func (o *vhdxOverlay) finish() {
@@ -185,19 +197,26 @@ func (o *vhdxOverlay) finish() {
 	sort.Slice(o.keys, func(i, j int) bool { return o.keys[i] < o.keys[j] })
 }
 
-// apply lays the overlay over p, which holds file bytes at off.
+// apply lays the overlay over p, which holds file bytes at off: zero
+// ranges, then pages, then the zero ranges written after each page.
 func (o *vhdxOverlay) apply(p []byte, off int64) {
 	end := off + int64(len(p))
 	for _, z := range o.zeros {
-		if s, e := max(z[0], off), min(z[1], end); s < e {
+		if s, e := max(z.start, off), min(z.end, end); s < e {
 			clear(p[s-off : e-off])
 		}
 	}
 	i := sort.Search(len(o.keys), func(i int) bool { return o.keys[i]+vhdxLogSector > off })
 	for ; i < len(o.keys) && o.keys[i] < end; i++ {
 		k := o.keys[i]
+		pg := o.pages[k]
 		s, e := max(k, off), min(k+vhdxLogSector, end)
-		copy(p[s-off:e-off], o.pages[k][s-k:e-k])
+		copy(p[s-off:e-off], pg.data[s-k:e-k])
+		for _, z := range o.zeros {
+			if zs, ze := max(z.start, s), min(z.end, e); z.ver > pg.ver && zs < ze {
+				clear(p[zs-off : ze-off])
+			}
+		}
 	}
 }
 
@@ -729,10 +748,17 @@ func (d *vhdxDisk) replayLog(h vhdxHeader) (int, error) {
 		}
 		return b
 	}
-	// Validate an entry at every 4 KiB position.
+	// Validate an entry at every 4 KiB position. A valid log checksums
+	// each byte about once; the budget stops a crafted log whose every
+	// sector claims to start a huge entry from costing quadratic time.
 	entries := map[int64]*vhdxLogEntry{}
+	budget := 4*logLen + 64<<20
 	for off := int64(0); off < logLen; off += vhdxLogSector {
-		if e := d.logEntryAt(log[off:off+64], off, logLen, h.logGUID, at); e != nil {
+		e, cost := d.logEntryAt(log[off:off+64], off, logLen, h.logGUID, at)
+		if budget -= cost; budget < 0 {
+			return 0, corruptf("vhdx", d.path, logOff, "log too damaged to search")
+		}
+		if e != nil {
 			entries[off] = e
 		}
 	}
@@ -777,7 +803,7 @@ func (d *vhdxDisk) replayLog(h vhdxHeader) (int, error) {
 	if head.flushed > d.r.size {
 		return 0, corruptf("vhdx", d.path, logOff+head.off, "log says the file held %d bytes, but it has %d (truncated)", head.flushed, d.r.size)
 	}
-	ov := &vhdxOverlay{pages: map[int64][]byte{}, end: max(d.r.size, head.last)}
+	ov := &vhdxOverlay{pages: map[int64]vhdxPage{}, end: max(d.r.size, head.last)}
 	for _, e := range active {
 		b := at(e.off, e.length)
 		count := int64(binary.LittleEndian.Uint32(b[24:]))
@@ -787,8 +813,10 @@ func (d *vhdxDisk) replayLog(h vhdxHeader) (int, error) {
 			fileOff := int64(binary.LittleEndian.Uint64(desc[16:]))
 			if string(desc[:4]) == "zero" {
 				n := int64(binary.LittleEndian.Uint64(desc[8:]))
+				if len(ov.zeros) >= vhdxMaxZeroDescs {
+					return 0, unsupportedf("vhdx", d.path, "log with more than %d zero descriptors", vhdxMaxZeroDescs)
+				}
 				ov.zeroRange(fileOff, fileOff+n)
-				ov.end = max(ov.end, fileOff+n)
 				continue
 			}
 			page := make([]byte, vhdxLogSector)
@@ -797,7 +825,6 @@ func (d *vhdxDisk) replayLog(h vhdxHeader) (int, error) {
 			copy(page[4092:], desc[4:8])
 			dataOff += vhdxLogSector
 			ov.writePage(fileOff, page)
-			ov.end = max(ov.end, fileOff+vhdxLogSector)
 		}
 	}
 	ov.finish()
@@ -812,10 +839,10 @@ func vhdxLogDescSectors(count int64) int64 {
 }
 
 // logEntryAt validates the log entry whose header is hb, at offset off of
-// the log, or returns nil.
-func (d *vhdxDisk) logEntryAt(hb []byte, off, logLen int64, guid vhdxGUID, at func(off, n int64) []byte) *vhdxLogEntry {
+// the log, or returns nil; cost is the number of bytes it checksummed.
+func (d *vhdxDisk) logEntryAt(hb []byte, off, logLen int64, guid vhdxGUID, at func(off, n int64) []byte) (*vhdxLogEntry, int64) {
 	if string(hb[:4]) != "loge" {
-		return nil
+		return nil, 0
 	}
 	e := &vhdxLogEntry{off: off}
 	e.length = int64(binary.LittleEndian.Uint32(hb[8:]))
@@ -828,44 +855,45 @@ func (d *vhdxDisk) logEntryAt(hb []byte, off, logLen int64, guid vhdxGUID, at fu
 	e.last = int64(binary.LittleEndian.Uint64(hb[56:]))
 	if e.length < vhdxLogSector || e.length%vhdxLogSector != 0 || e.length > logLen || e.seq == 0 || g != guid ||
 		e.tail%vhdxLogSector != 0 || e.tail >= logLen || e.flushed < 0 || e.last < 0 || e.last > vhdxMaxDiskSize*2 {
-		return nil
+		return nil, 0
 	}
 	descSectors := vhdxLogDescSectors(count)
 	if descSectors*vhdxLogSector > e.length {
-		return nil
+		return nil, 0
 	}
 	b := at(off, e.length)
+	cost := e.length
 	if binary.LittleEndian.Uint32(b[4:]) != vhdxChecksum(b, 4) {
-		return nil
+		return nil, cost
 	}
 	data := descSectors
 	for i := int64(0); i < count; i++ {
 		desc := b[64+32*i:]
 		fileOff := int64(binary.LittleEndian.Uint64(desc[16:]))
 		if binary.LittleEndian.Uint64(desc[24:]) != e.seq || fileOff < 0 || fileOff%vhdxLogSector != 0 || fileOff > vhdxMaxDiskSize*2 {
-			return nil
+			return nil, cost
 		}
 		switch string(desc[:4]) {
 		case "zero":
 			n := int64(binary.LittleEndian.Uint64(desc[8:]))
 			if n < 0 || n%vhdxLogSector != 0 || n > vhdxMaxDiskSize*2 {
-				return nil
+				return nil, cost
 			}
 		case "desc":
 			if (data+1)*vhdxLogSector > e.length {
-				return nil
+				return nil, cost
 			}
 			s := b[data*vhdxLogSector:]
 			seq := uint64(binary.LittleEndian.Uint32(s[4:]))<<32 | uint64(binary.LittleEndian.Uint32(s[4092:]))
 			if string(s[:4]) != "data" || seq != e.seq {
-				return nil
+				return nil, cost
 			}
 			data++
 		default:
-			return nil
+			return nil, cost
 		}
 	}
-	return e
+	return e, cost
 }
 
 // batEntry returns BAT entry i, loading its piece of the table on demand.
