@@ -522,22 +522,38 @@ func vhdxDataWriteGUID(t *testing.T, path string) vhdxGUID {
 	return g
 }
 
-// vhdxDiffFixture makes a qemu-made parent and a differencing child in
-// one directory; it returns the child's path, the model and the image.
-func vhdxDiffFixture(t *testing.T, sector int64, locator func(dir string, link vhdxGUID) map[string]string) (string, []byte, *vhdxTestImage) {
-	const size = 6<<20 + 3*4096
-	parentPath, parentRaw := vhdxQemuFixture(t, size, 11, "subformat=dynamic,block_size=1M")
-	dir := filepath.Dir(parentPath)
-	r := rand.New(rand.NewSource(5))
-	im := &vhdxTestImage{size: size, blockSize: 1 << 20, sector: sector,
-		dataWrite: vhdxTestGUID(r)}
-	im.blocks = vhdxTestBlocks(r, (size+im.blockSize-1)/im.blockSize, im.blockSize, sector, true)
-	im.parent = locator(dir, vhdxDataWriteGUID(t, parentPath))
-	child := filepath.Join(dir, "child.avhdx")
+// vhdxDiffParent is a qemu-made dynamic VHDX used as a parent.
+type vhdxDiffParent struct {
+	path string
+	raw  []byte
+	link vhdxGUID
+}
+
+const vhdxDiffSize = 6<<20 + 3*4096
+
+func vhdxMakeParent(t *testing.T) *vhdxDiffParent {
+	path, raw := vhdxQemuFixture(t, vhdxDiffSize, 11, "subformat=dynamic,block_size=1M")
+	return &vhdxDiffParent{path, raw, vhdxDataWriteGUID(t, path)}
+}
+
+// vhdxDiffChild writes a differencing child named name beside the parent
+// and returns its path and the model of its content.
+func vhdxDiffChild(t *testing.T, p *vhdxDiffParent, name string, seed, sector int64, locator func(dir string, link vhdxGUID) map[string]string) (string, []byte) {
+	dir := filepath.Dir(p.path)
+	r := rand.New(rand.NewSource(seed))
+	im := &vhdxTestImage{size: vhdxDiffSize, blockSize: 1 << 20, sector: sector, dataWrite: vhdxTestGUID(r)}
+	im.blocks = vhdxTestBlocks(r, (im.size+im.blockSize-1)/im.blockSize, im.blockSize, sector, true)
+	im.parent = locator(dir, p.link)
+	child := filepath.Join(dir, name)
 	if err := os.WriteFile(child, im.build(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return child, im.model(parentRaw), im
+	return child, im.model(p.raw)
+}
+
+// vhdxDiffFixture makes a parent and a differencing child in one directory.
+func vhdxDiffFixture(t *testing.T, sector int64, locator func(dir string, link vhdxGUID) map[string]string) (string, []byte) {
+	return vhdxDiffChild(t, vhdxMakeParent(t), "child.avhdx", 5, sector, locator)
 }
 
 func vhdxStdLocator(dir string, link vhdxGUID) map[string]string {
@@ -551,7 +567,7 @@ func vhdxStdLocator(dir string, link vhdxGUID) map[string]string {
 func TestVHDXDifferencing(t *testing.T) {
 	for _, sector := range []int64{512, 4096} {
 		t.Run(strconv.FormatInt(sector, 10), func(t *testing.T) {
-			child, want, _ := vhdxDiffFixture(t, sector, vhdxStdLocator)
+			child, want := vhdxDiffFixture(t, sector, vhdxStdLocator)
 			parentBefore, _ := os.ReadFile(filepath.Join(filepath.Dir(child), "disk.vhdx"))
 			d := mustOpen(t, child, Options{})
 			checkDisk(t, d, want)
@@ -574,9 +590,10 @@ func TestVHDXDifferencing(t *testing.T) {
 }
 
 func TestVHDXParentLookup(t *testing.T) {
+	parent := vhdxMakeParent(t)
 	// Relative path wrong, absolute path wrong: the base name in the
 	// child's directory is found.
-	child, want, _ := vhdxDiffFixture(t, 512, func(dir string, link vhdxGUID) map[string]string {
+	child, want := vhdxDiffChild(t, parent, "child1.avhdx", 5, 512, func(dir string, link vhdxGUID) map[string]string {
 		return map[string]string{
 			"parent_linkage":      link.String(),
 			"relative_path":       `..\elsewhere\disk.vhdx`,
@@ -586,7 +603,7 @@ func TestVHDXParentLookup(t *testing.T) {
 	checkDisk(t, mustOpen(t, child, Options{ReadOnly: true}), want)
 
 	// Absolute path (drive letter dropped) when the relative one is wrong.
-	child, want, _ = vhdxDiffFixture(t, 512, func(dir string, link vhdxGUID) map[string]string {
+	child, want = vhdxDiffChild(t, parent, "child2.avhdx", 5, 512, func(dir string, link vhdxGUID) map[string]string {
 		return map[string]string{
 			"parent_linkage":      link.String(),
 			"relative_path":       `..\elsewhere\other.vhdx`,
@@ -596,7 +613,7 @@ func TestVHDXParentLookup(t *testing.T) {
 	checkDisk(t, mustOpen(t, child, Options{ReadOnly: true}), want)
 
 	// parent_linkage2 matches, parent_linkage does not.
-	child, want, _ = vhdxDiffFixture(t, 512, func(dir string, link vhdxGUID) map[string]string {
+	child, want = vhdxDiffChild(t, parent, "child3.avhdx", 5, 512, func(dir string, link vhdxGUID) map[string]string {
 		return map[string]string{
 			"parent_linkage":  "{00000000-1111-2222-3333-444444444444}",
 			"parent_linkage2": link.String(),
@@ -606,7 +623,7 @@ func TestVHDXParentLookup(t *testing.T) {
 	checkDisk(t, mustOpen(t, child, Options{ReadOnly: true}), want)
 
 	// Mismatched linkage: corrupt, naming what mismatched.
-	child, _, _ = vhdxDiffFixture(t, 512, func(dir string, link vhdxGUID) map[string]string {
+	child, _ = vhdxDiffChild(t, parent, "child4.avhdx", 5, 512, func(dir string, link vhdxGUID) map[string]string {
 		return map[string]string{"parent_linkage": "{00000000-1111-2222-3333-444444444444}", "relative_path": `.\disk.vhdx`}
 	})
 	if _, err := Open(child, Options{ReadOnly: true}); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "data write GUID") {
@@ -614,11 +631,29 @@ func TestVHDXParentLookup(t *testing.T) {
 	}
 
 	// Missing parent.
-	child, _, _ = vhdxDiffFixture(t, 512, func(dir string, link vhdxGUID) map[string]string {
+	child, _ = vhdxDiffChild(t, parent, "child5.avhdx", 5, 512, func(dir string, link vhdxGUID) map[string]string {
 		return map[string]string{"parent_linkage": link.String(), "relative_path": `.\gone.vhdx`, "absolute_win32_path": `C:\vms\gone.vhdx`}
 	})
 	if _, err := Open(child, Options{ReadOnly: true}); !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), `C:\vms\gone.vhdx`) {
 		t.Errorf("missing parent: %v", err)
+	}
+}
+
+// TestVHDXChain reads a differencing disk whose parent is itself a
+// differencing disk (4096-byte sectors) over a qemu-made base.
+func TestVHDXChain(t *testing.T) {
+	base := vhdxMakeParent(t)
+	mid, midModel := vhdxDiffChild(t, base, "mid.avhdx", 6, 4096, vhdxStdLocator)
+	top, topModel := vhdxDiffChild(t, &vhdxDiffParent{mid, midModel, vhdxDataWriteGUID(t, mid)}, "top.avhdx", 7, 512,
+		func(dir string, link vhdxGUID) map[string]string {
+			return map[string]string{"parent_linkage": link.String(), "relative_path": `.\mid.avhdx`}
+		})
+	d := mustOpen(t, top, Options{ReadOnly: true})
+	checkDisk(t, d, topModel)
+	vhdxCheckMap(t, d, topModel)
+	info := d.Info()
+	if info.Parent == nil || info.Parent.Parent == nil || info.Parent.Parent.Path != base.path || len(info.Files) != 3 {
+		t.Errorf("Info = %+v", info)
 	}
 }
 
@@ -781,7 +816,7 @@ func TestVHDXCrafted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	child, _, _ := vhdxDiffFixture(t, 512, vhdxStdLocator)
+	child, _ := vhdxDiffFixture(t, 512, vhdxStdLocator)
 	cdata, err := os.ReadFile(child)
 	if err != nil {
 		t.Fatal(err)
