@@ -679,6 +679,12 @@ func (d *vhdxDisk) openParent(info *Info, opt Options) error {
 	if found == "" {
 		return fmt.Errorf("vhdx: %s: parent \"%s\" not found (tried %s): %w", d.path, name, strings.Join(cands, ", "), os.ErrNotExist)
 	}
+	// openParent resolves a relative name against the child's directory;
+	// found is relative to the working directory (like d.path), so pass
+	// it absolute.
+	if abs, err := filepath.Abs(found); err == nil {
+		found = abs
+	}
 	parent, err := openParent(d.path, found, opt)
 	if err != nil {
 		return err
@@ -701,12 +707,20 @@ func (d *vhdxDisk) openParent(info *Info, opt Options) error {
 		parent.Close()
 		return corruptf("vhdx", d.path, -1, "parent %s has data write GUID %s, but the child expects parent_linkage %q", found, want, md["parent_linkage"])
 	}
+	// Hyper-V keeps these equal; a mismatch is readable (the parent reads
+	// as zeros past its end), so it is only a warning unless Strict.
+	var soft []string
 	if pi.Size != d.size {
-		info.Warnings = append(info.Warnings, fmt.Sprintf("parent size %d differs from the child's %d", pi.Size, d.size))
+		soft = append(soft, fmt.Sprintf("parent size %d differs from the child's %d", pi.Size, d.size))
 	}
 	if ls := pi.Metadata["logical_sector_size"]; ls != md["logical_sector_size"] {
-		info.Warnings = append(info.Warnings, fmt.Sprintf("parent logical sector size %s differs from the child's %s", ls, md["logical_sector_size"]))
+		soft = append(soft, fmt.Sprintf("parent logical sector size %s differs from the child's %s", ls, md["logical_sector_size"]))
 	}
+	if len(soft) > 0 && opt.Strict {
+		parent.Close()
+		return corruptf("vhdx", d.path, -1, "%s", strings.Join(soft, "; "))
+	}
+	info.Warnings = append(info.Warnings, soft...)
 	d.parent = parent
 	info.Files = append(info.Files, pi.Files...)
 	info.Parent = &pi
@@ -1174,6 +1188,7 @@ func (d *vhdxDisk) countAllocated() int64 {
 			return
 		}
 		var total int64
+		bitmapBudget := int64(16 << 20) // bytes of sector bitmap to read at most
 		for b := int64(0); b < d.payloadBlocks; b++ {
 			state, _, err := d.block(b)
 			if err != nil {
@@ -1183,6 +1198,9 @@ func (d *vhdxDisk) countAllocated() int64 {
 			case vhdxFullyPresent:
 				total += min(d.blockSize, d.size-b*d.blockSize)
 			case vhdxPartiallyPresent:
+				if bitmapBudget -= d.blockSize / d.logicalSector / 8; bitmapBudget < 0 {
+					return
+				}
 				bm, err := d.bitmap(b)
 				if err != nil {
 					return

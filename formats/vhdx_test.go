@@ -630,6 +630,12 @@ func TestVHDXParentLookup(t *testing.T) {
 		t.Errorf("mismatched linkage: %v", err)
 	}
 
+	// Opened by a path relative to the working directory.
+	dir := filepath.Dir(parent.path)
+	t.Chdir(filepath.Dir(dir))
+	rel := filepath.Join(filepath.Base(dir), "child1.avhdx")
+	checkDisk(t, mustOpen(t, rel, Options{ReadOnly: true}), want)
+
 	// Missing parent.
 	child, _ = vhdxDiffChild(t, parent, "child5.avhdx", 5, 512, func(dir string, link vhdxGUID) map[string]string {
 		return map[string]string{"parent_linkage": link.String(), "relative_path": `.\gone.vhdx`, "absolute_win32_path": `C:\vms\gone.vhdx`}
