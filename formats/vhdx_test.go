@@ -938,6 +938,47 @@ func TestVHDXCrafted(t *testing.T) {
 			t.Errorf("%s: Open = %v, want %v", c.name, err, c.want)
 		}
 	}
+
+	// BAT states that open but must not be read as data.
+	r := rand.New(rand.NewSource(2))
+	im := &vhdxTestImage{size: 2 << 20, blockSize: 1 << 20, sector: 512, dataWrite: vhdxTestGUID(r),
+		blocks: map[int64]vhdxTestBlock{0: {state: 6, data: make([]byte, 1<<20)}}}
+	good := im.build()
+	for _, c := range []struct {
+		name  string
+		entry uint64
+	}{
+		{"reserved state 4", 4},
+		{"reserved state 5", 5},
+		{"partially present without parent", 7 | 4<<20},
+		{"block past the end of the file", 6 | uint64(len(good))},
+		{"block in the header area", 6},
+	} {
+		b := append([]byte(nil), good...)
+		binary.LittleEndian.PutUint64(b[vhdxTestBATOff:], c.entry)
+		d := mustOpen(t, writeTemp(t, "state.vhdx", b), Options{ReadOnly: true})
+		if _, err := d.ReadAt(make([]byte, 4096), 0); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s: ReadAt = %v, want ErrCorrupt", c.name, err)
+		}
+		if _, err := d.ReadAt(make([]byte, 4096), 1<<20); err != nil {
+			t.Errorf("%s: ReadAt of the next block = %v", c.name, err)
+		}
+	}
+
+	// An unknown metadata item marked required is refused.
+	b := append([]byte(nil), good...)
+	meta := b[vhdxTestMetaOff:]
+	n := binary.LittleEndian.Uint16(meta[10:])
+	id := vhdxMustGUID("01234567-89ab-cdef-0123-456789abcdef")
+	e := meta[32+32*int(n):]
+	copy(e, id[:])
+	binary.LittleEndian.PutUint32(e[16:], 96<<10)
+	binary.LittleEndian.PutUint32(e[20:], 8)
+	binary.LittleEndian.PutUint32(e[24:], 4)
+	binary.LittleEndian.PutUint16(meta[10:], n+1)
+	if _, err := Open(writeTemp(t, "meta.vhdx", b), Options{ReadOnly: true}); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("unknown required metadata item: %v", err)
+	}
 }
 
 // vhdxFuzzDecode turns a fuzz input into an image: records of a 4-byte
