@@ -69,11 +69,37 @@ func dmgProbe(pd *ProbeData) bool {
 	if bytes.HasPrefix(pd.Head, []byte("encrcdsa")) || bytes.HasSuffix(pd.Tail, []byte("cdsaencr")) {
 		return true
 	}
-	if pd.Size < dmgKolySize || len(pd.Tail) < dmgKolySize {
-		return false
+	_, found := dmgFindKoly(pd.Tail, pd.Size)
+	return found
+}
+
+// dmgKolySearch is how far from the end a koly trailer is looked for: it
+// belongs in the last 512 bytes, but like qemu vdflat accepts up to 511
+// bytes of padding after it, and recognises a trailer cut short by
+// truncation so that the error says so.
+const dmgKolySearch = 2*dmgKolySize - 1
+
+// dmgFindKoly finds the koly trailer in tail, the last bytes of a file of
+// size bytes, and returns its file offset (it may run past the end of a
+// truncated file).
+func dmgFindKoly(tail []byte, size int64) (int64, bool) {
+	base := size - int64(len(tail))
+	// A trailer cut short may keep only its magic: check what is there.
+	valid := func(i int) bool {
+		k := tail[i:]
+		return string(k[:4]) == "koly" &&
+			(len(k) < 8 || binary.BigEndian.Uint32(k[4:]) == 4) &&
+			(len(k) < 12 || binary.BigEndian.Uint32(k[8:]) == dmgKolySize)
 	}
-	k := pd.Tail[len(pd.Tail)-dmgKolySize:]
-	return string(k[:4]) == "koly" && binary.BigEndian.Uint32(k[8:]) == dmgKolySize
+	if i := len(tail) - dmgKolySize; i >= 0 && string(tail[i:i+4]) == "koly" && binary.BigEndian.Uint32(tail[i+8:]) == dmgKolySize {
+		return base + int64(i), true
+	}
+	for i := len(tail) - 4; i >= 0 && i >= len(tail)-dmgKolySearch; i-- {
+		if valid(i) {
+			return base + int64(i), true
+		}
+	}
+	return 0, false
 }
 
 // dmgChunk is one stored chunk, in bytes of the virtual disk and the file.
@@ -174,16 +200,21 @@ func dmgLoad(f *os.File, path string) (*dmgDisk, error) {
 			return nil, unsupportedf("dmg", path, "encrypted disk image (cdsaencr, version 1): decrypt it first (hdiutil convert)")
 		}
 	}
-	if fsize < dmgKolySize {
-		return nil, corruptf("dmg", path, -1, "file of %d bytes is too small for a koly trailer", fsize)
-	}
-	kolyOff := fsize - dmgKolySize
-	kb := make([]byte, dmgKolySize)
-	if err := readFullAt(f, kb, kolyOff, "dmg", path); err != nil {
+	tail := make([]byte, min(fsize, dmgKolySearch))
+	if err := readFullAt(f, tail, fsize-int64(len(tail)), "dmg", path); err != nil {
 		return nil, err
 	}
-	if string(kb[:4]) != "koly" || binary.BigEndian.Uint32(kb[8:]) != dmgKolySize {
-		return nil, corruptf("dmg", path, kolyOff, "no koly trailer")
+	kolyOff, found := dmgFindKoly(tail, fsize)
+	if !found {
+		return nil, corruptf("dmg", path, -1, "no koly trailer in the last %d bytes", len(tail))
+	}
+	if kolyOff+dmgKolySize > fsize {
+		return nil, corruptf("dmg", path, kolyOff, "file truncated: koly trailer cut short by %d bytes", kolyOff+dmgKolySize-fsize)
+	}
+	kb := tail[kolyOff-(fsize-int64(len(tail))):][:dmgKolySize]
+	var warnings []string
+	if pad := fsize - kolyOff - dmgKolySize; pad > 0 {
+		warnings = append(warnings, fmt.Sprintf("%d bytes after the koly trailer ignored", pad))
 	}
 	k := dmgParseKoly(kb)
 	if k.segCount > 1 {
@@ -280,6 +311,7 @@ func dmgLoad(f *os.File, path string) (*dmgDisk, error) {
 	}
 	d.cache = newLRU[int, []byte](int(min(64, max(2, dmgCacheBudget/maxChunk))))
 	d.info = d.makeInfo(k, source, typeSectors, sizeCount, meta)
+	d.info.Warnings = warnings
 	return d, nil
 }
 

@@ -621,3 +621,24 @@ func BenchmarkDMGOpen2TiB(b *testing.B) {
 		})
 	}
 }
+
+// TestDMGTrailerPlacement: a truncated image fails with a clear error
+// (it is not taken for a raw disk); padding after the trailer (as qemu
+// allows) is ignored with a warning.
+func TestDMGTrailerPlacement(t *testing.T) {
+	img, err := os.ReadFile(filepath.Join(samplesDir, "udif", "compression-zlib.dmg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cut := range []int{1, 100, 508} {
+		_, err := Open(writeTemp(t, "cut.dmg", img[:len(img)-cut]), Options{ReadOnly: true})
+		if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "truncated") {
+			t.Errorf("cut by %d: Open = %v, want ErrCorrupt saying truncated", cut, err)
+		}
+	}
+	padded := append(append([]byte(nil), img...), make([]byte, 300)...)
+	d := mustOpen(t, writeTemp(t, "padded.dmg", padded), Options{ReadOnly: true})
+	if got := diskMD5(t, d); got != "2e126e3716d656287eb9e754270095d6" || len(d.Info().Warnings) != 1 {
+		t.Errorf("padded image: md5 %s, warnings %v", got, d.Info().Warnings)
+	}
+}
