@@ -40,6 +40,7 @@ type dmgTestOpts struct {
 	parts        int      // blkx tables, splitting the disk evenly
 	rsrc         bool     // block tables in a resource fork, no XML plist
 	dataOff      int      // bytes of padding before the data fork
+	lzmaAlone    bool     // LZMA chunks as classic .lzma streams, not xz
 }
 
 // dmgTestBuild writes a UDIF image of data (a multiple of 512 bytes).
@@ -92,7 +93,11 @@ func dmgTestBuild(t testing.TB, data []byte, o dmgTestOpts) []byte {
 			case dmgBzip2:
 				stored = dmgTestPipe(t, b, "bzip2", "-c", "-9")
 			case dmgLZMA:
-				stored = dmgTestPipe(t, b, "xz", "-c", "--format=xz", "--check=crc32", "-6")
+				if o.lzmaAlone {
+					stored = dmgTestPipe(t, b, "xz", "-c", "--format=lzma", "-6")
+				} else {
+					stored = dmgTestPipe(t, b, "xz", "-c", "--format=xz", "--check=crc32", "-6")
+				}
 			case dmgADC:
 				stored = dmgTestADCEncode(b)
 			default:
@@ -336,8 +341,21 @@ func TestDMGFixtures(t *testing.T) {
 				}
 			}
 			d := mustOpen(t, p, Options{ReadOnly: true})
-			if info := d.Info(); info.Format != "dmg" || !info.ReadOnly {
+			info := d.Info()
+			if info.Format != "dmg" || !info.ReadOnly || info.Metadata["partition.0"] != "disk image part 0 (Apple_HFS : 1)" {
 				t.Fatalf("Info() = %+v", info)
+			}
+			feats := strings.Join(info.Features, ",")
+			for _, typ := range append(tc.o.types, tc.o.zeroType) {
+				if typ != dmgZero && !strings.Contains(feats, dmgTypeNames[typ]) {
+					t.Errorf("Features %v lack %s", info.Features, dmgTypeNames[typ])
+				}
+			}
+			if tc.name == "udzo-ignore" && (info.Variant != "UDZO" || info.ClusterSize != 128*SectorSize) {
+				t.Errorf("Variant %q ClusterSize %d, want UDZO, %d", info.Variant, info.ClusterSize, 128*SectorSize)
+			}
+			if tc.o.rsrc != strings.Contains(feats, "resource-fork") {
+				t.Errorf("Features %v", info.Features)
 			}
 			checkDisk(t, d, want)
 			if tc.conc {
@@ -374,6 +392,29 @@ func TestDMGLZMA(t *testing.T) {
 		t.Errorf("Variant = %q", v)
 	}
 	checkDisk(t, d, want)
+
+	p, want = dmgFixture(t, 256<<10, 6, dmgTestOpts{chunkSectors: 128, types: []uint32{dmgLZMA}, zeroType: dmgIgnore, parts: 1, lzmaAlone: true})
+	checkDisk(t, mustOpen(t, p, Options{ReadOnly: true}), want)
+}
+
+// TestDMGXZDictLimit: an xz chunk that asks for a dictionary larger than
+// any chunk is refused before the reader allocates it.
+func TestDMGXZDictLimit(t *testing.T) {
+	data := patternDisk(64<<10, 7)
+	x := dmgTestPipe(t, data, "xz", "-c", "--format=xz", "--check=crc32", "-6")
+	out := make([]byte, len(data))
+	if n, err := dmgLZMADecode(out, x); err != nil || n != len(data) || !bytes.Equal(out, data) {
+		t.Fatalf("dmgLZMADecode = %d, %v", n, err)
+	}
+	// Block header: size byte, flags (one filter, no sizes), filter
+	// 0x21 with one property byte: the dictionary size code.
+	if x[12+2] != 0x21 || x[12+3] != 1 {
+		t.Fatalf("unexpected xz block header % x", x[12:20])
+	}
+	x[12+4] = 40 // 4 GiB
+	if _, err := dmgLZMADecode(out, x); err == nil || !strings.Contains(err.Error(), "dictionary") {
+		t.Errorf("huge dictionary: %v", err)
+	}
 }
 
 func TestDMGSamples(t *testing.T) {
