@@ -2,10 +2,10 @@ module vdflat
 
 go 1.24
 
-<<<<<<< HEAD
 require (
 	bazil.org/fuse v0.0.0-20200424023519-3c101025617f
 	github.com/dustin/go-humanize v1.0.1
+	github.com/ulikunitz/xz v0.5.17
 	github.com/urfave/cli/v2 v2.27.7
 )
 
@@ -15,6 +15,3 @@ require (
 	github.com/xrash/smetrics v0.0.0-20240521201337-686a1a2994c1 // indirect
 	golang.org/x/sys v0.0.0-20191210023423-ac6580df4449 // indirect
 )
-=======
-require github.com/ulikunitz/xz v0.5.17
->>>>>>> fmt-dmg
