@@ -49,10 +49,11 @@ const (
 	ewfDescriptorSize  = 76
 	ewfTableHeaderSize = 24
 	ewfMaxChunkSize    = 64 << 20 // memory per chunk; EnCase stops at 32768 x 512-byte sectors (16 MiB)
-	ewfMaxTableEntries = 1 << 22  // 16 MiB of entries in one table, far above EnCase's 16375
+	ewfMaxTableEntries = 1 << 21  // far above EnCase's 16375; 24 MiB once loaded
 	ewfMaxSegments     = 14971    // .E01-.E99 plus .EAA-.ZZZ
 	ewfMaxMetaSection  = 16 << 20 // header sections are a few hundred bytes
 	ewfTableCacheSize  = 64
+	ewfTableCacheBytes = 48 << 20 // loaded tables kept, at 12 bytes an entry
 )
 
 func ewfProbe(pd *ProbeData) bool {
@@ -104,13 +105,14 @@ type ewfTable struct {
 	headerGood bool  // the table header checksum matched at open
 }
 
-// ewfEntries is a loaded table: absolute file offsets and sizes of its
-// stored chunks, and their compression flags.
+// ewfEntries is a loaded table: absolute file offsets and stored sizes
+// of its chunks, with ewfCompressedBit set in size for zlib chunks.
 type ewfEntries struct {
-	off        []int64
-	size       []int64
-	compressed []bool
+	off  []int64
+	size []uint32
 }
+
+const ewfCompressedBit = 1 << 31
 
 type ewfDisk struct {
 	path       string
@@ -299,7 +301,11 @@ func (d *ewfDisk) open() error {
 			t.count = max(0, d.nchunks-t.first)
 		}
 	}
-	d.tableCache = newLRU[int, *ewfEntries](ewfTableCacheSize)
+	var biggest int64 = 1
+	for _, t := range d.tables {
+		biggest = max(biggest, t.count)
+	}
+	d.tableCache = newLRU[int, *ewfEntries](int(min(ewfTableCacheSize, max(2, ewfTableCacheBytes/(12*biggest)))))
 	d.chunkCache = newLRU[int64, []byte](max(4, int((16<<20)/d.chunkSize)))
 	bufSize := int(ewfStoredMax(d.chunkSize))
 	d.bufPool.New = func() any { b := make([]byte, bufSize); return &b }
@@ -587,31 +593,36 @@ func (d *ewfDisk) readEntries(seg *ewfSegment, off int64, count int64) (*ewfEntr
 	if err := readFullAt(seg.f, raw, off+ewfDescriptorSize+ewfTableHeaderSize, "ewf", seg.path); err != nil {
 		return nil, err
 	}
-	e := &ewfEntries{off: make([]int64, count), size: make([]int64, count), compressed: make([]bool, count)}
-	all := make([]int64, n)
-	for j := range n {
+	entry := func(j int64) (int64, bool) {
 		v := binary.LittleEndian.Uint32(raw[4*j:])
-		all[j] = base + int64(v&0x7fffffff)
-		if j < count {
-			e.compressed[j] = v&0x80000000 != 0
-		}
+		return base + int64(v&0x7fffffff), v&0x80000000 != 0
 	}
 	// EnCase-style tables end with an Adler-32 of the entries; tables
 	// whose chunks follow inside the same section (EWF/SMART) do not.
-	inside := n > 0 && all[0] >= sec.off && all[0] < sec.end
+	inside := false
+	if n > 0 {
+		first, _ := entry(0)
+		inside = first >= sec.off && first < sec.end
+	}
 	if !inside && len(raw) == int(n*4+4) && !ewfChecksumOK(raw[:n*4], raw[n*4:]) {
 		return nil, corruptf("ewf", seg.path, off, "%s entries checksum mismatch", sec.typ)
 	}
+	e := &ewfEntries{off: make([]int64, count), size: make([]uint32, count)}
 	for j := range count {
-		start := all[j]
+		start, compressed := entry(j)
 		end := seg.sectionEnd(start)
-		if j+1 < n && all[j+1] > start && (end < 0 || all[j+1] <= end) {
-			end = all[j+1]
+		if j+1 < n {
+			if next, _ := entry(j + 1); next > start && (end < 0 || next <= end) {
+				end = next
+			}
 		}
 		e.off[j] = start
-		e.size[j] = end - start
-		if end < 0 {
-			e.size[j] = -1 // outside any section: an error when read
+		// A chunk outside any section keeps size 0: an error when read.
+		if stored := end - start; end >= 0 && stored <= ewfStoredMax(ewfMaxChunkSize) {
+			e.size[j] = uint32(stored)
+		}
+		if compressed {
+			e.size[j] |= ewfCompressedBit
 		}
 	}
 	return e, nil
@@ -662,14 +673,14 @@ func (d *ewfDisk) chunk(ci int64) ([]byte, error) {
 	j := ci - t.first
 	seg := d.segs[t.seg]
 	want := min(d.chunkSize, d.size-ci*d.chunkSize)
-	off, stored := e.off[j], e.size[j]
+	off, stored := e.off[j], int64(e.size[j]&^ewfCompressedBit)
 	if stored <= 0 || stored > ewfStoredMax(d.chunkSize) {
 		return nil, corruptf("ewf", seg.path, off, "chunk %d: stored size %d out of range", ci, stored)
 	}
 	bp := d.bufPool.Get().(*[]byte)
 	defer d.bufPool.Put(bp)
 	out := make([]byte, want)
-	if e.compressed[j] {
+	if e.size[j]&ewfCompressedBit != 0 {
 		buf := (*bp)[:stored]
 		if err := readFullAt(seg.f, buf, off, "ewf", seg.path); err != nil {
 			return nil, err

@@ -2,6 +2,7 @@ package formats
 
 import (
 	"bytes"
+	"compress/zlib"
 	"crypto/md5"
 	"crypto/sha1"
 	"encoding/binary"
@@ -426,3 +427,92 @@ func ewfBenchImage(b *testing.B) Disk {
 
 func BenchmarkEWFSeqRead(b *testing.B)  { benchReads(b, ewfBenchImage(b), false) }
 func BenchmarkEWFRandRead(b *testing.B) { benchReads(b, ewfBenchImage(b), true) }
+
+// ewfSynthZero writes a single-segment EnCase-style image of size bytes
+// whose chunks all point at one stored zlib chunk of zeros: a stand-in
+// for a 2 TiB acquisition (ewfacquire would have to read 2 TiB).
+func ewfSynthZero(t testing.TB, path string, size int64, spc int64) {
+	t.Helper()
+	chunk := spc * 512
+	nchunks := (size + chunk - 1) / chunk
+	var zb bytes.Buffer
+	zw := zlib.NewWriter(&zb)
+	zw.Write(make([]byte, chunk))
+	zw.Close()
+	var f bytes.Buffer
+	f.Write(ewfSigE01)
+	f.Write([]byte{1, 1, 0, 0, 0})
+	desc := func(typ string, dataLen int, last bool) {
+		off := f.Len()
+		d := make([]byte, ewfDescriptorSize)
+		copy(d, typ)
+		next, sz := uint64(off+ewfDescriptorSize+dataLen), uint64(ewfDescriptorSize+dataLen)
+		if last {
+			next, sz = uint64(off), 0
+		}
+		binary.LittleEndian.PutUint64(d[16:], next)
+		binary.LittleEndian.PutUint64(d[24:], sz)
+		binary.LittleEndian.PutUint32(d[72:], adler32.Checksum(d[:72]))
+		f.Write(d)
+	}
+	vol := make([]byte, 1052)
+	vol[0] = 1
+	binary.LittleEndian.PutUint32(vol[4:], uint32(nchunks))
+	binary.LittleEndian.PutUint32(vol[8:], uint32(spc))
+	binary.LittleEndian.PutUint32(vol[12:], 512)
+	binary.LittleEndian.PutUint64(vol[16:], uint64(size/512))
+	binary.LittleEndian.PutUint32(vol[1048:], adler32.Checksum(vol[:1048]))
+	desc("volume", len(vol), false)
+	f.Write(vol)
+	sectors := f.Len()
+	desc("sectors", zb.Len(), false)
+	f.Write(zb.Bytes())
+	for first := int64(0); first < nchunks; first += 16375 {
+		n := min(16375, nchunks-first)
+		tab := make([]byte, ewfTableHeaderSize+4*n+4)
+		binary.LittleEndian.PutUint32(tab[0:], uint32(n))
+		binary.LittleEndian.PutUint64(tab[8:], uint64(sectors))
+		binary.LittleEndian.PutUint32(tab[20:], adler32.Checksum(tab[:20]))
+		for j := int64(0); j < n; j++ {
+			binary.LittleEndian.PutUint32(tab[ewfTableHeaderSize+4*j:], 0x80000000|ewfDescriptorSize)
+		}
+		ents := tab[ewfTableHeaderSize : ewfTableHeaderSize+4*n]
+		binary.LittleEndian.PutUint32(tab[ewfTableHeaderSize+4*n:], adler32.Checksum(ents))
+		desc("table", len(tab), false)
+		f.Write(tab)
+	}
+	desc("done", 0, true)
+	if err := os.WriteFile(path, f.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestEWFHuge(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "huge.E01")
+	ewfSynthZero(t, p, 64<<30, 2048)
+	d := mustOpen(t, p, Options{ReadOnly: true})
+	if d.Size() != 64<<30 || d.Info().ClusterSize != 1<<20 {
+		t.Fatalf("size %d cluster %d", d.Size(), d.Info().ClusterSize)
+	}
+	buf := bytes.Repeat([]byte{1}, 8192)
+	compareRead(t, d, buf, d.Size()-4096, nil)
+}
+
+// BenchmarkEWFOpen2TiB opens a synthetic 2 TiB image (131072 chunks in 9
+// tables) against a 2 MiB ewfacquire image.
+func BenchmarkEWFOpen2TiB(b *testing.B) {
+	big := filepath.Join(b.TempDir(), "big.E01")
+	ewfSynthZero(b, big, 2<<40, 32768)
+	small := ewfAcquire(b, b.TempDir(), "small", patternDisk(2<<20, 36), "-f", "encase6", "-c", "deflate:fast")
+	for _, c := range []struct{ name, path string }{{"2TiB", big}, {"2MiB", small}} {
+		b.Run(c.name, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				d, err := Open(c.path, Options{ReadOnly: true})
+				if err != nil {
+					b.Fatal(err)
+				}
+				d.Close()
+			}
+		})
+	}
+}
