@@ -796,12 +796,8 @@ func ewfHeaderValues(b []byte, utf16Text bool) map[string]string {
 			continue
 		}
 		v := vals[i]
-		if (k == "m" || k == "u") && utf16Text {
-			// header2 dates are Unix seconds; header dates are local
-			// "Y M D h m s" text, kept as written.
-			if s, err := strconv.ParseInt(v, 10, 64); err == nil {
-				v = time.Unix(s, 0).UTC().Format(time.RFC3339)
-			}
+		if k == "m" || k == "u" {
+			v = ewfDate(v)
 		}
 		if k == "r" {
 			switch v {
@@ -816,6 +812,27 @@ func ewfHeaderValues(b []byte, utf16Text bool) map[string]string {
 		out[name] = v
 	}
 	return out
+}
+
+// ewfDate normalises a header date: header2 holds Unix seconds (shown
+// in UTC), header holds the acquiring machine's local time as
+// "Y M D h m s" (shown without a zone, as written).
+func ewfDate(v string) string {
+	if s, err := strconv.ParseInt(v, 10, 64); err == nil {
+		return time.Unix(s, 0).UTC().Format(time.RFC3339)
+	}
+	f := strings.Fields(v)
+	if len(f) != 6 {
+		return v
+	}
+	var n [6]int
+	for i, x := range f {
+		var err error
+		if n[i], err = strconv.Atoi(x); err != nil {
+			return v
+		}
+	}
+	return fmt.Sprintf("%04d-%02d-%02d %02d:%02d:%02d", n[0], n[1], n[2], n[3], n[4], n[5])
 }
 
 func ewfUTF16(b []byte) string {
