@@ -24,6 +24,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -62,7 +63,7 @@ const (
 	affMaxPageSize  = 64 << 20 // afflib's default is 16 MiB
 	affMaxMetaBytes = 4096     // metadata values kept in Info
 	affMaxMetaCount = 256
-	affMaxPages     = 1 << 26
+	affMaxPages     = 1 << 40 // page numbers; pages themselves are bounded by the file
 )
 
 func affProbe(pd *ProbeData) bool {
@@ -82,6 +83,7 @@ func affProbe(pd *ProbeData) bool {
 
 // affPage is where one page is stored.
 type affPage struct {
+	n    int64 // page number
 	off  int64 // file offset of the segment data; 0 = page not stored
 	size int64 // stored data length
 	arg  uint32
@@ -93,7 +95,7 @@ type affDisk struct {
 	fileSize  int64
 	size      int64
 	pageSize  int64
-	pages     []affPage
+	pages     []affPage // stored pages, sorted by number (sparse images stay small)
 	cache     *lru[int64, []byte]
 	bufPool   sync.Pool
 	allocated int64
@@ -132,11 +134,7 @@ func (d *affDisk) open() error {
 		return corruptf("aff", d.path, 0, "no AFF10 signature")
 	}
 	meta := map[string]string{}
-	type found struct {
-		n int64
-		p affPage
-	}
-	var pages []found
+	var pages []affPage
 	var maxPage int64 = -1
 	imageSize := int64(-1)
 	var warnings []string
@@ -183,7 +181,7 @@ func (d *affDisk) open() error {
 			if pn >= affMaxPages {
 				return corruptf("aff", d.path, dataOff, "page number %d too large", pn)
 			}
-			pages = append(pages, found{pn, affPage{off: dataOff, size: dataLen, arg: arg}})
+			pages = append(pages, affPage{n: pn, off: dataOff, size: dataLen, arg: arg})
 			maxPage = max(maxPage, pn)
 			continue
 		}
@@ -232,22 +230,23 @@ func (d *affDisk) open() error {
 	}
 	count := maxPage + 1
 	if imageSize >= 0 {
-		if imageSize > affMaxPages*d.pageSize {
+		if imageSize/d.pageSize >= affMaxPages {
 			return corruptf("aff", d.path, -1, "image size %d too large", imageSize)
 		}
 		count = (imageSize + d.pageSize - 1) / d.pageSize
 	}
-	d.pages = make([]affPage, count)
-	for _, p := range pages {
-		if p.n >= count {
+	// Sort by page number; of two copies of a page the later one wins.
+	sort.SliceStable(pages, func(i, j int) bool { return pages[i].n < pages[j].n })
+	for i, p := range pages {
+		switch {
+		case p.n >= count:
 			warnings = append(warnings, fmt.Sprintf("page %d lies past the image size; ignored", p.n))
-			continue
-		}
-		d.pages[p.n] = p.p // a later copy of a page wins
-	}
-	for _, p := range d.pages {
-		if p.off != 0 && !affIsZeroPage(p.arg) {
-			d.allocated += d.pageSize
+		case i+1 < len(pages) && pages[i+1].n == p.n:
+		default:
+			d.pages = append(d.pages, p)
+			if !affIsZeroPage(p.arg) {
+				d.allocated += d.pageSize
+			}
 		}
 	}
 	d.cache = newLRU[int64, []byte](max(2, int((16<<20)/d.pageSize)))
@@ -331,6 +330,15 @@ func (d *affDisk) quad(off, n int64) (int64, error) {
 	return q, nil
 }
 
+// page returns page pn's location (off 0 when it is not stored).
+func (d *affDisk) page(pn int64) affPage {
+	i := sort.Search(len(d.pages), func(i int) bool { return d.pages[i].n >= pn })
+	if i < len(d.pages) && d.pages[i].n == pn {
+		return d.pages[i]
+	}
+	return affPage{n: pn}
+}
+
 // affStoredMax bounds a stored page: compressed data of incompressible
 // input is a little larger than the page.
 func affStoredMax(pageSize int64) int64 { return pageSize + pageSize/64 + 1024 }
@@ -341,7 +349,7 @@ func (d *affDisk) decode(pn int64) ([]byte, error) {
 	if b, ok := d.cache.Get(pn); ok {
 		return b, nil
 	}
-	p := d.pages[pn]
+	p := d.page(pn)
 	if p.off == 0 || affIsZeroPage(p.arg) {
 		return nil, nil
 	}
@@ -448,14 +456,28 @@ func (d *affDisk) Map(off, length int64) (bool, int64, error) {
 	if off < 0 || off >= d.size || length <= 0 {
 		return false, 0, fmt.Errorf("%w: map %d+%d of %d", ErrInvalid, off, length, d.size)
 	}
-	state := func(pn int64) bool { p := d.pages[pn]; return p.off != 0 && !affIsZeroPage(p.arg) }
+	stored := func(i int) bool { return !affIsZeroPage(d.pages[i].arg) }
 	pn := off / d.pageSize
-	first := state(pn)
-	end := min((pn+1)*d.pageSize, d.size)
-	for end < off+length && end < d.size && state(end/d.pageSize) == first {
-		end = min(end+d.pageSize, d.size)
+	i := sort.Search(len(d.pages), func(i int) bool { return d.pages[i].n >= pn })
+	var end int64
+	if i < len(d.pages) && d.pages[i].n == pn && stored(i) {
+		// A run of consecutive stored pages.
+		for i+1 < len(d.pages) && d.pages[i+1].n == d.pages[i].n+1 && stored(i+1) {
+			i++
+		}
+		end = (d.pages[i].n + 1) * d.pageSize
+	} else {
+		// A hole up to the next stored page.
+		for i < len(d.pages) && (d.pages[i].n <= pn || !stored(i)) {
+			i++
+		}
+		end = d.size
+		if i < len(d.pages) {
+			end = d.pages[i].n * d.pageSize
+		}
+		return false, min(end, d.size, off+length) - off, nil
 	}
-	return first, min(end, off+length) - off, nil
+	return true, min(end, d.size, off+length) - off, nil
 }
 
 func (d *affDisk) WriteAt(p []byte, off int64) (int, error) {

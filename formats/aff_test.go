@@ -196,11 +196,21 @@ func TestAFFSparse(t *testing.T) {
 	page := bytes.Repeat([]byte("x"), 65536)
 	f := append(append([]byte(nil), affMagic...), affSeg("pagesize", 65536, nil)...)
 	f = append(f, affSeg("page3", 0, page[:1000])...)
+	f = append(f, affSeg("seg1", affPageCompressed|affPageAlgZero, []byte{0, 1, 0, 0})...)
 	sized := append(append([]byte(nil), f...), affSeg("imagesize", affSegQuad, affQuadBytes(10*65536))...)
 	d := mustOpen(t, writeTemp(t, "s.aff", sized), Options{ReadOnly: true})
 	want := make([]byte, 10*65536)
 	copy(want[3*65536:], page[:1000])
 	checkDisk(t, d, want)
+	for _, c := range []struct {
+		off, n int64
+		alloc  bool
+	}{{0, 3 * 65536, false}, {65536, 2 * 65536, false}, {3 * 65536, 65536, true}, {4 * 65536, 6 * 65536, false}} {
+		alloc, n, err := d.(Mapper).Map(c.off, 10*65536)
+		if err != nil || alloc != c.alloc || n != c.n {
+			t.Fatalf("Map(%d) = %v %d %v, want %v %d", c.off, alloc, n, err, c.alloc, c.n)
+		}
+	}
 	d2 := mustOpen(t, writeTemp(t, "u.aff", f), Options{ReadOnly: true})
 	if d2.Size() != 3*65536+1000 || len(d2.Info().Warnings) == 0 {
 		t.Fatalf("unsized image: size %d warnings %v", d2.Size(), d2.Info().Warnings)
