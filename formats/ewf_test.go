@@ -117,7 +117,10 @@ func TestEWFVariants(t *testing.T) {
 					t.Fatalf("metadata %s = %q, want %q (all: %v)", k, info.Metadata[k], v, info.Metadata)
 				}
 			}
-			if info.Metadata["acquiry_date"] == "" || info.Metadata["acquiry_software_version"] == "" && c.format != "ewf" {
+			if date := info.Metadata["acquiry_date"]; len(date) < 19 || date[4] != '-' || date[10] != 'T' && date[10] != ' ' {
+				t.Fatalf("acquiry_date %q is not a normalised date", date)
+			}
+			if info.Metadata["acquiry_software_version"] == "" && c.format != "ewf" {
 				t.Fatalf("acquisition metadata missing: %v", info.Metadata)
 			}
 			if c.comp == "deflate:fast" && (c.format == "encase6" || c.format == "smart") || c.format == "ewf" {
@@ -158,14 +161,17 @@ func ewfQuickCheck(t testing.TB, d Disk, want []byte) {
 }
 
 func TestEWFChunkSizes(t *testing.T) {
-	want := patternDisk(2<<20+512, 12)
-	for _, spc := range []string{"16", "128", "1024"} {
-		t.Run(spc, func(t *testing.T) {
-			first := ewfAcquire(t, t.TempDir(), "img", want, "-f", "encase6", "-c", "deflate:fast", "-b", spc, "-S", "1048576")
+	want := patternDisk(2<<20+4096, 12)
+	for _, c := range []struct {
+		spc, bps string
+		chunk    int64
+	}{{"16", "512", 8 << 10}, {"128", "512", 64 << 10}, {"1024", "512", 512 << 10}, {"16", "4096", 64 << 10}} {
+		t.Run(c.spc+"x"+c.bps, func(t *testing.T) {
+			first := ewfAcquire(t, t.TempDir(), "img", want, "-f", "encase6", "-c", "deflate:fast", "-b", c.spc, "-P", c.bps, "-S", "1048576")
 			oracle := ewfExport(t, first)
 			d := mustOpen(t, first, Options{ReadOnly: true})
-			if got, wantCS := d.Info().ClusterSize, int64(len(spc))*0; got <= wantCS {
-				t.Fatalf("ClusterSize %d", got)
+			if got := d.Info().ClusterSize; got != c.chunk {
+				t.Fatalf("ClusterSize %d, want %d", got, c.chunk)
 			}
 			ewfQuickCheck(t, d, oracle)
 		})
