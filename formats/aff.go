@@ -83,16 +83,25 @@ func affProbe(pd *ProbeData) bool {
 
 // affPage is where one page is stored.
 type affPage struct {
+	file int   // index into affDisk.members
 	n    int64 // page number
 	off  int64 // file offset of the segment data; 0 = page not stored
 	size int64 // stored data length
 	arg  uint32
 }
 
+// affMember is one file of the image: the .aff itself, or one file of
+// an AFD directory.
+type affMember struct {
+	f    *os.File
+	path string
+	size int64
+}
+
 type affDisk struct {
-	f         *os.File
 	path      string
-	fileSize  int64
+	members   []affMember
+	afd       bool
 	size      int64
 	pageSize  int64
 	pages     []affPage // stored pages, sorted by number (sparse images stay small)
@@ -102,71 +111,108 @@ type affDisk struct {
 	info      Info
 }
 
+// affMaxMembers bounds an AFD directory (afflib names members file_%03d).
+const affMaxMembers = 1000
+
 func affOpen(path string, opt Options) (Disk, error) {
+	d := &affDisk{path: path}
+	paths := []string{path}
 	if st, err := os.Stat(path); err == nil && st.IsDir() {
-		return nil, unsupportedf("aff", path, "AFD (a directory of AFF files)")
+		// AFD: file_000.aff, file_001.aff, ... each holding some pages.
+		d.afd = true
+		paths = nil
+		for i := 0; i < affMaxMembers; i++ {
+			p := filepath.Join(path, fmt.Sprintf("file_%03d.aff", i))
+			if _, err := os.Stat(p); err != nil {
+				break
+			}
+			paths = append(paths, p)
+		}
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if err != nil {
+			d.Close()
+			return nil, err
+		}
+		size, err := fileSize(f)
+		if err != nil {
+			f.Close()
+			d.Close()
+			return nil, fmt.Errorf("aff: %s: %w", p, err)
+		}
+		d.members = append(d.members, affMember{f: f, path: p, size: size})
 	}
-	d := &affDisk{f: f, path: path}
 	if err := d.open(); err != nil {
-		f.Close()
+		d.Close()
 		return nil, err
 	}
 	return d, nil
 }
 
+// affState collects what the segment walk finds in every member.
+type affState struct {
+	meta      map[string]string
+	pages     []affPage
+	maxPage   int64
+	imageSize int64
+	warnings  []string
+}
+
 func (d *affDisk) open() error {
-	var err error
-	if d.fileSize, err = fileSize(d.f); err != nil {
-		return fmt.Errorf("aff: %s: %w", d.path, err)
+	st := &affState{meta: map[string]string{}, maxPage: -1, imageSize: -1}
+	for i := range d.members {
+		if err := d.walk(i, st); err != nil {
+			return err
+		}
 	}
+	return d.finish(st)
+}
+
+// walk indexes the segments of member mi: page locations, and metadata
+// values (the first copy of each wins).
+func (d *affDisk) walk(mi int, st *affState) error {
+	m := &d.members[mi]
 	hdr := make([]byte, len(affMagic))
-	if err := readFullAt(d.f, hdr, 0, "aff", d.path); err != nil {
+	if err := readFullAt(m.f, hdr, 0, "aff", m.path); err != nil {
 		return err
 	}
 	if bytes.Equal(hdr, affAFMMagic) {
-		return unsupportedf("aff", d.path, "AFM (AFF metadata with split raw data)")
+		return unsupportedf("aff", m.path, "AFM (AFF metadata with split raw data)")
 	}
 	if !bytes.Equal(hdr, affMagic) {
-		return corruptf("aff", d.path, 0, "no AFF10 signature")
+		return corruptf("aff", m.path, 0, "no AFF10 signature")
 	}
-	meta := map[string]string{}
-	var pages []affPage
-	var maxPage int64 = -1
-	imageSize := int64(-1)
-	var warnings []string
+	meta := st.meta
 	head := make([]byte, affHeadSize+affMaxNameLen)
 	off := int64(len(affMagic))
-	for off < d.fileSize {
-		if off+affHeadSize+affTailSize > d.fileSize {
+	for off < m.size {
+		if off+affHeadSize+affTailSize > m.size {
 			// A torn segment at the end (an interrupted write): stop.
-			warnings = append(warnings, fmt.Sprintf("%d trailing bytes ignored at offset %#x", d.fileSize-off, off))
+			st.warnings = append(st.warnings, fmt.Sprintf("%s: %d trailing bytes ignored at offset %#x", m.path, m.size-off, off))
 			break
 		}
-		n := min(int64(len(head)), d.fileSize-off)
-		if err := readFullAt(d.f, head[:n], off, "aff", d.path); err != nil {
+		n := min(int64(len(head)), m.size-off)
+		if err := readFullAt(m.f, head[:n], off, "aff", m.path); err != nil {
 			return err
 		}
 		if !bytes.Equal(head[:4], affSegHead) {
-			return corruptf("aff", d.path, off, "no segment header")
+			return corruptf("aff", m.path, off, "no segment header")
 		}
 		nameLen := int64(binary.BigEndian.Uint32(head[4:8]))
 		dataLen := int64(binary.BigEndian.Uint32(head[8:12]))
 		arg := binary.BigEndian.Uint32(head[12:16])
 		segLen := affHeadSize + nameLen + dataLen + affTailSize
-		if nameLen > affMaxNameLen || affHeadSize+nameLen > n || off+segLen > d.fileSize {
-			return corruptf("aff", d.path, off, "segment (name %d bytes, data %d bytes) runs past the end of the file", nameLen, dataLen)
+		if nameLen > affMaxNameLen || affHeadSize+nameLen > n || off+segLen > m.size {
+			return corruptf("aff", m.path, off, "segment (name %d bytes, data %d bytes) runs past the end of the file", nameLen, dataLen)
 		}
 		name := string(head[affHeadSize : affHeadSize+nameLen])
 		var tail [affTailSize]byte
-		if err := readFullAt(d.f, tail[:], off+segLen-affTailSize, "aff", d.path); err != nil {
+		if err := readFullAt(m.f, tail[:], off+segLen-affTailSize, "aff", m.path); err != nil {
 			return err
 		}
 		if !bytes.Equal(tail[:4], affSegTail) || int64(binary.BigEndian.Uint32(tail[4:])) != segLen {
-			return corruptf("aff", d.path, off, "segment %q: bad tail", name)
+			return corruptf("aff", m.path, off, "segment %q: bad tail", name)
 		}
 		dataOff := off + affHeadSize + nameLen
 		off += segLen
@@ -175,14 +221,14 @@ func (d *affDisk) open() error {
 			continue // a deleted segment
 		}
 		if strings.HasSuffix(name, "/aes256") || name == "affkey_aes256" || strings.HasPrefix(name, "affkey_evp") {
-			return unsupportedf("aff", d.path, "encrypted AFF (segment %q)", name)
+			return unsupportedf("aff", m.path, "encrypted AFF (segment %q)", name)
 		}
 		if pn, ok := affPageNumber(name); ok {
 			if pn >= affMaxPages {
-				return corruptf("aff", d.path, dataOff, "page number %d too large", pn)
+				return corruptf("aff", m.path, dataOff, "page number %d too large", pn)
 			}
-			pages = append(pages, affPage{n: pn, off: dataOff, size: dataLen, arg: arg})
-			maxPage = max(maxPage, pn)
+			st.pages = append(st.pages, affPage{file: mi, n: pn, off: dataOff, size: dataLen, arg: arg})
+			st.maxPage = max(st.maxPage, pn)
 			continue
 		}
 		switch name {
@@ -190,27 +236,33 @@ func (d *affDisk) open() error {
 			d.pageSize = int64(arg)
 			continue
 		case "imagesize":
-			q, err := d.quad(dataOff, dataLen)
+			q, err := d.quad(m, dataOff, dataLen)
 			if err != nil {
 				return err
 			}
-			imageSize = q
+			st.imageSize = q
 		case "sectorsize":
 			meta["sectorsize"] = strconv.FormatUint(uint64(arg), 10)
 			continue
 		case "aff_file_type":
-			if v, _ := d.small(dataOff, dataLen); string(v) == "AFM" || string(v) == "AFD" {
-				return unsupportedf("aff", d.path, "%s file", v)
+			switch v, _ := d.small(m, dataOff, dataLen); string(v) {
+			case "AFM":
+				return unsupportedf("aff", m.path, "AFM file (AFF metadata with split raw data)")
+			case "AFD":
+				if !d.afd {
+					return unsupportedf("aff", m.path, "a member of an AFD directory: open the directory %s", filepath.Dir(m.path))
+				}
+				continue
 			}
 		case "raw_image_file_extension", "pages_per_raw_image_file":
-			return unsupportedf("aff", d.path, "AFM (AFF metadata with split raw data)")
+			return unsupportedf("aff", m.path, "AFM (AFF metadata with split raw data)")
 		case "badflag", "dir":
 			continue
 		}
-		if strings.Contains(name, "/") || len(meta) >= affMaxMetaCount || dataLen > affMaxMetaBytes {
+		if _, dup := meta[name]; dup || strings.Contains(name, "/") || len(meta) >= affMaxMetaCount || dataLen > affMaxMetaBytes {
 			continue
 		}
-		v, err := d.small(dataOff, dataLen)
+		v, err := d.small(m, dataOff, dataLen)
 		if err != nil {
 			return err
 		}
@@ -225,6 +277,12 @@ func (d *affDisk) open() error {
 			meta[name] = strings.TrimRight(string(v), "\x00\r\n")
 		}
 	}
+	return nil
+}
+
+// finish builds the page index once every member is walked.
+func (d *affDisk) finish(st *affState) error {
+	pages, maxPage, imageSize, warnings, meta := st.pages, st.maxPage, st.imageSize, st.warnings, st.meta
 	if d.pageSize <= 0 || d.pageSize > affMaxPageSize || d.pageSize%SectorSize != 0 {
 		return unsupportedf("aff", d.path, "page size %d", d.pageSize)
 	}
@@ -267,8 +325,17 @@ func (d *affDisk) open() error {
 	}
 	d.size = imageSize
 	d.allocated = min(d.allocated, d.size)
+	variant := "aff1"
+	files := make([]string, len(d.members))
+	for i, m := range d.members {
+		files[i] = m.path
+	}
+	if d.afd {
+		variant = "afd"
+		files = append([]string{d.path}, files...)
+	}
 	d.info = Info{
-		Format: "aff", Variant: "aff1", Path: d.path, Files: []string{d.path}, Size: d.size,
+		Format: "aff", Variant: variant, Path: d.path, Files: files, Size: d.size,
 		ClusterSize: d.pageSize, Allocated: d.allocated, ReadOnly: true,
 		ReadOnlyReason: "AFF images are evidence containers; vdflat reads them only",
 		Metadata:       meta, Warnings: warnings,
@@ -304,28 +371,28 @@ func affQuad(b []byte) int64 {
 	return int64(uint64(binary.BigEndian.Uint32(b[4:8]))<<32 | uint64(binary.BigEndian.Uint32(b[0:4])))
 }
 
-func (d *affDisk) small(off, n int64) ([]byte, error) {
+func (d *affDisk) small(m *affMember, off, n int64) ([]byte, error) {
 	if n > affMaxMetaBytes {
-		return nil, corruptf("aff", d.path, off, "metadata segment of %d bytes", n)
+		return nil, corruptf("aff", m.path, off, "metadata segment of %d bytes", n)
 	}
 	b := make([]byte, n)
-	if err := readFullAt(d.f, b, off, "aff", d.path); err != nil {
+	if err := readFullAt(m.f, b, off, "aff", m.path); err != nil {
 		return nil, err
 	}
 	return b, nil
 }
 
-func (d *affDisk) quad(off, n int64) (int64, error) {
+func (d *affDisk) quad(m *affMember, off, n int64) (int64, error) {
 	if n != 8 {
-		return 0, corruptf("aff", d.path, off, "quad segment of %d bytes", n)
+		return 0, corruptf("aff", m.path, off, "quad segment of %d bytes", n)
 	}
-	b, err := d.small(off, n)
+	b, err := d.small(m, off, n)
 	if err != nil {
 		return 0, err
 	}
 	q := affQuad(b)
 	if q < 0 {
-		return 0, corruptf("aff", d.path, off, "negative size")
+		return 0, corruptf("aff", m.path, off, "negative size")
 	}
 	return q, nil
 }
@@ -353,8 +420,9 @@ func (d *affDisk) decode(pn int64) ([]byte, error) {
 	if p.off == 0 || affIsZeroPage(p.arg) {
 		return nil, nil
 	}
+	m := &d.members[p.file]
 	if p.size > affStoredMax(d.pageSize) {
-		return nil, corruptf("aff", d.path, p.off, "page %d: stored size %d exceeds the page size %d", pn, p.size, d.pageSize)
+		return nil, corruptf("aff", m.path, p.off, "page %d: stored size %d exceeds the page size %d", pn, p.size, d.pageSize)
 	}
 	want := d.pageSize
 	if d.size > 0 {
@@ -363,7 +431,7 @@ func (d *affDisk) decode(pn int64) ([]byte, error) {
 	bp := d.bufPool.Get().(*[]byte)
 	defer d.bufPool.Put(bp)
 	src := (*bp)[:p.size]
-	if err := readFullAt(d.f, src, p.off, "aff", d.path); err != nil {
+	if err := readFullAt(m.f, src, p.off, "aff", m.path); err != nil {
 		return nil, err
 	}
 	var out []byte
@@ -378,26 +446,26 @@ func (d *affDisk) decode(pn int64) ([]byte, error) {
 		case affPageAlgLZMA:
 			r, err = affLZMAReader(src, d.pageSize)
 		case affPageAlgBzip:
-			return nil, unsupportedf("aff", d.path, "bzip2-compressed page %d", pn)
+			return nil, unsupportedf("aff", m.path, "bzip2-compressed page %d", pn)
 		default:
-			return nil, unsupportedf("aff", d.path, "page %d: compression algorithm %#x", pn, alg)
+			return nil, unsupportedf("aff", m.path, "page %d: compression algorithm %#x", pn, alg)
 		}
 		if err != nil {
-			return nil, corruptf("aff", d.path, p.off, "page %d: %v", pn, err)
+			return nil, corruptf("aff", m.path, p.off, "page %d: %v", pn, err)
 		}
 		out = make([]byte, want)
 		n, err := io.ReadFull(r, out)
 		if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
-			return nil, corruptf("aff", d.path, p.off, "page %d (image offset %#x): %v", pn, pn*d.pageSize, err)
+			return nil, corruptf("aff", m.path, p.off, "page %d (image offset %#x): %v", pn, pn*d.pageSize, err)
 		}
 		if n == len(out) {
 			// Check the stream's end (zlib verifies its Adler-32 there).
 			var one [1]byte
-			if m, err := r.Read(one[:]); m != 0 || (err != io.EOF && err != nil) {
-				if m != 0 {
+			if k, err := r.Read(one[:]); k != 0 || (err != io.EOF && err != nil) {
+				if k != 0 {
 					err = errors.New("inflates to more than a page")
 				}
-				return nil, corruptf("aff", d.path, p.off, "page %d (image offset %#x): %v", pn, pn*d.pageSize, err)
+				return nil, corruptf("aff", m.path, p.off, "page %d (image offset %#x): %v", pn, pn*d.pageSize, err)
 			}
 		}
 		out = out[:n]
@@ -489,7 +557,15 @@ func (d *affDisk) WriteAt(p []byte, off int64) (int, error) {
 
 func (d *affDisk) Flush() error { return nil }
 
-func (d *affDisk) Close() error { return d.f.Close() }
+func (d *affDisk) Close() error {
+	var err error
+	for _, m := range d.members {
+		if cerr := m.f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	return err
+}
 
 func (d *affDisk) Info() Info {
 	info := d.info

@@ -180,13 +180,34 @@ func TestAFFUnsupported(t *testing.T) {
 			t.Fatalf("%s: %v, want ErrUnsupported", name, err)
 		}
 	}
-	// An AFD directory made by affconvert.
+}
+
+func TestAFFDirectory(t *testing.T) {
+	// An AFD directory made by affconvert: pages spread over file_000.aff,
+	// file_001.aff, ...; file_000.aff alone is refused with a hint.
+	want := patternDisk(3<<20+512, 37)
 	dir := t.TempDir()
 	in := filepath.Join(dir, "input.raw")
-	os.WriteFile(in, patternDisk(256<<10, 3), 0o644)
-	run(t, "affconvert", "-q", "-o", filepath.Join(dir, "out.afd"), in)
-	if _, err := Open(filepath.Join(dir, "out.afd"), Options{ReadOnly: true}); !errors.Is(err, ErrUnsupported) {
-		t.Fatalf("AFD: %v, want ErrUnsupported", err)
+	os.WriteFile(in, want, 0o644)
+	afd := filepath.Join(dir, "out.afd")
+	run(t, "affconvert", "-q", "-x", "-s64k", "-M1m", "-o", afd, in)
+	oracle := affCat(t, afd)
+	if !bytes.Equal(oracle, want) {
+		t.Fatal("affcat of the AFD differs from the input")
+	}
+	d := mustOpen(t, afd, Options{ReadOnly: true})
+	info := d.Info()
+	if info.Variant != "afd" || len(info.Files) < 3 || info.Files[0] != afd {
+		t.Fatalf("info %+v", info)
+	}
+	m := md5.Sum(want)
+	if info.Metadata["md5"] != hex.EncodeToString(m[:]) {
+		t.Fatalf("stored md5 %q", info.Metadata["md5"])
+	}
+	ewfQuickCheck(t, d, oracle)
+	_, err := Open(filepath.Join(afd, "file_000.aff"), Options{ReadOnly: true})
+	if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "out.afd") {
+		t.Fatalf("AFD member alone: %v, want ErrUnsupported naming the directory", err)
 	}
 }
 
