@@ -362,6 +362,9 @@ func (d *ewfDisk) openSegment(p string, n int) (*ewfSegment, error) {
 		return fail(corruptf("ewf", p, 0, "segment %d has no EWF signature", n))
 	}
 	if got := int(binary.LittleEndian.Uint16(fh[9:11])); got != n {
+		if n == 1 && got > 1 {
+			return fail(corruptf("ewf", p, 9, "segment number %d in the header: open the set's first segment (.E01)", got))
+		}
 		return fail(corruptf("ewf", p, 9, "segment number %d in the header, expected %d", got, n))
 	}
 	var desc [ewfDescriptorSize]byte

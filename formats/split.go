@@ -99,8 +99,24 @@ func splitIsFirst(path string) bool {
 	return false
 }
 
+// splitFirst returns the name under which path starts a set: path itself,
+// or the target of a symlink with another name.
+func splitFirst(path string) (string, bool) {
+	if splitIsFirst(path) {
+		return path, true
+	}
+	if r, err := filepath.EvalSymlinks(path); err == nil && r != path && splitIsFirst(r) {
+		return r, true
+	}
+	return "", false
+}
+
 func splitProbe(pd *ProbeData) bool {
-	return !pd.IsDir && splitIsFirst(pd.Path)
+	if pd.IsDir {
+		return false
+	}
+	_, ok := splitFirst(pd.Path)
+	return ok
 }
 
 type splitPart struct {
@@ -118,12 +134,13 @@ type splitDisk struct {
 }
 
 func splitOpen(path string, opt Options) (Disk, error) {
-	stem, suffix, digits, ok := splitSuffix(path)
+	first, ok := splitFirst(path)
 	if !ok {
-		return nil, fmt.Errorf("split: %s: not a split raw part name: %w", path, ErrUnknownFormat)
+		return nil, fmt.Errorf("split: %s: not the first part of a split raw set: %w", path, ErrUnknownFormat)
 	}
+	stem, suffix, digits, _ := splitSuffix(first)
 	d := &splitDisk{path: path, readOnly: opt.ReadOnly}
-	name := path
+	name := first
 	for {
 		if len(d.parts) >= splitMaxParts {
 			d.Close()
@@ -246,6 +263,7 @@ func (d *splitDisk) Info() Info {
 	for i, p := range d.parts {
 		files[i] = p.path
 	}
+	files[0] = d.path // the name it was opened by (maybe a symlink)
 	info := Info{Format: "raw", Variant: "split", Path: d.path, Files: files, Size: d.size,
 		Allocated: -1, ReadOnly: d.readOnly}
 	if d.readOnly {

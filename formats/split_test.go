@@ -154,6 +154,19 @@ func TestSplitNames(t *testing.T) {
 			t.Errorf("splitNext(%s) = %v, want %v", c.in, got, c.want)
 		}
 	}
+	// A symlink with another name opens the set it points into.
+	want := patternDisk(1<<20, 24)
+	parts := splitWith(t, want, "img.", "-d", "-a", "3", "-b", "300000")
+	link := filepath.Join(t.TempDir(), "evidence")
+	if err := os.Symlink(parts[0], link); err != nil {
+		t.Fatal(err)
+	}
+	d := mustOpen(t, link, Options{ReadOnly: true})
+	if info := d.Info(); info.Variant != "split" || len(info.Files) != len(parts) || info.Files[0] != link {
+		t.Fatalf("info %+v", info)
+	}
+	ewfQuickCheck(t, d, want)
+
 	// A lone .001 with no .002 is plain raw.
 	p := writeTemp(t, "single.001", make([]byte, 4096))
 	if got, _ := Detect(p); got != "raw" {
