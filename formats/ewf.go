@@ -269,6 +269,15 @@ func (d *ewfDisk) open() error {
 						}
 					}
 				}
+			case "error2":
+				if ranges, err := d.readErrors(seg, sec); err == nil {
+					if len(ranges) > 0 {
+						meta["acquiry_read_errors"] = strings.Join(ranges, ",")
+						warnings = append(warnings, fmt.Sprintf("the imager could not read %d range(s) of the source; they hold zeros (see acquiry_read_errors)", len(ranges)))
+					}
+				} else {
+					warnings = append(warnings, "error2 section damaged; acquisition read errors unknown")
+				}
 			case "ltree", "ltypes":
 				return unsupportedf("ewf", d.path, "logical evidence (%s section)", sec.typ)
 			}
@@ -438,6 +447,38 @@ func (d *ewfDisk) readZlibSection(seg *ewfSegment, sec ewfSection) ([]byte, erro
 	out, err := io.ReadAll(io.LimitReader(zr, ewfMaxMetaSection))
 	if err != nil {
 		return nil, corruptf("ewf", seg.path, sec.off, "%q section: %v", sec.typ, err)
+	}
+	return out, nil
+}
+
+// ewfMaxErrorRanges bounds the read-error ranges listed in Metadata.
+const ewfMaxErrorRanges = 256
+
+// readErrors reads an error2 section: the source ranges the imager could
+// not read, as "first_sector+count" strings.
+func (d *ewfDisk) readErrors(seg *ewfSegment, sec ewfSection) ([]string, error) {
+	hdr, err := d.readSectionData(seg, sec, 520)
+	if err != nil {
+		return nil, err
+	}
+	if !ewfChecksumOK(hdr[:516], hdr[516:520]) {
+		return nil, corruptf("ewf", seg.path, sec.off, "error2 header checksum mismatch")
+	}
+	n := int64(binary.LittleEndian.Uint32(hdr[:4]))
+	if n > 1<<20 || n*8+4 > sec.end-sec.off-ewfDescriptorSize-520 {
+		return nil, corruptf("ewf", seg.path, sec.off, "error2 section of %d entries does not fit", n)
+	}
+	b, err := d.readSectionData(seg, sec, 520+n*8+4)
+	if err != nil {
+		return nil, err
+	}
+	ents := b[520 : 520+n*8]
+	if !ewfChecksumOK(ents, b[520+n*8:]) {
+		return nil, corruptf("ewf", seg.path, sec.off, "error2 entries checksum mismatch")
+	}
+	var out []string
+	for i := int64(0); i < n && i < ewfMaxErrorRanges; i++ {
+		out = append(out, fmt.Sprintf("%d+%d", binary.LittleEndian.Uint32(ents[8*i:]), binary.LittleEndian.Uint32(ents[8*i+4:])))
 	}
 	return out, nil
 }

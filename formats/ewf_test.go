@@ -551,3 +551,56 @@ func BenchmarkEWFOpen2TiB(b *testing.B) {
 		})
 	}
 }
+
+// ewfAddErrors replaces the done section of a last segment with an error2
+// section listing ranges, followed by a new done section.
+func ewfAddErrors(t testing.TB, path string, ranges [][2]uint32) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := ewfSectionOffset(t, b, "done")
+	b = b[:done]
+	desc := func(typ string, off, next, size int) []byte {
+		d := make([]byte, ewfDescriptorSize)
+		copy(d, typ)
+		binary.LittleEndian.PutUint64(d[16:], uint64(next))
+		binary.LittleEndian.PutUint64(d[24:], uint64(size))
+		binary.LittleEndian.PutUint32(d[72:], adler32.Checksum(d[:72]))
+		return d
+	}
+	data := make([]byte, 520+8*len(ranges)+4)
+	binary.LittleEndian.PutUint32(data, uint32(len(ranges)))
+	binary.LittleEndian.PutUint32(data[516:], adler32.Checksum(data[:516]))
+	for i, r := range ranges {
+		binary.LittleEndian.PutUint32(data[520+8*i:], r[0])
+		binary.LittleEndian.PutUint32(data[524+8*i:], r[1])
+	}
+	ents := data[520 : 520+8*len(ranges)]
+	binary.LittleEndian.PutUint32(data[520+8*len(ranges):], adler32.Checksum(ents))
+	size := ewfDescriptorSize + len(data)
+	b = append(b, desc("error2", done, done+size, size)...)
+	b = append(b, data...)
+	b = append(b, desc("done", done+size, done+size, 0)...)
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestEWFReadErrors(t *testing.T) {
+	want := patternDisk(512<<10, 38)
+	first := ewfAcquire(t, t.TempDir(), "img", want, "-f", "encase6", "-c", "deflate:fast")
+	ewfAddErrors(t, first, [][2]uint32{{10, 4}, {700, 1}})
+	// Oracle: libewf's ewfinfo lists the same ranges.
+	out := string(run(t, "ewfinfo", first))
+	if !strings.Contains(out, "10 - 13 number: 4") || !strings.Contains(out, "700 - 700 number: 1") {
+		t.Fatalf("ewfinfo does not list the crafted errors:\n%s", out)
+	}
+	d := mustOpen(t, first, Options{ReadOnly: true})
+	info := d.Info()
+	if got := info.Metadata["acquiry_read_errors"]; got != "10+4,700+1" || len(info.Warnings) == 0 {
+		t.Fatalf("read errors %q, warnings %v", got, info.Warnings)
+	}
+	ewfQuickCheck(t, d, want)
+}
