@@ -53,6 +53,7 @@ const (
 	ewfMaxSegments     = 14971    // .E01-.E99 plus .EAA-.ZZZ
 	ewfMaxMetaSection  = 16 << 20 // header sections are a few hundred bytes
 	ewfTableCacheSize  = 64
+	ewfMaxSections     = 1 << 21 // in the whole set: a 64 TiB image of 32 KiB chunks has ~400000
 	ewfTableCacheBytes = 48 << 20 // loaded tables kept, at 12 bytes an entry
 )
 
@@ -121,6 +122,7 @@ type ewfDisk struct {
 	chunkSize  int64
 	nchunks    int64
 	tables     []ewfTable
+	nsections  int // sections walked so far, bounded by ewfMaxSections
 	tableCache *lru[int, *ewfEntries]
 	chunkCache *lru[int64, []byte]
 	bufPool    sync.Pool // *[]byte for stored chunk bytes
@@ -234,11 +236,15 @@ func (d *ewfDisk) open() error {
 				d.addTable2(len(d.segs)-1, sec)
 			case "header":
 				if header == nil {
-					header, _ = d.readZlibSection(seg, sec)
+					if header, err = d.readZlibSection(seg, sec); err != nil {
+						warnings = append(warnings, fmt.Sprintf("header section damaged: %v", err))
+					}
 				}
 			case "header2":
 				if header2 == nil {
-					header2, _ = d.readZlibSection(seg, sec)
+					if header2, err = d.readZlibSection(seg, sec); err != nil {
+						warnings = append(warnings, fmt.Sprintf("header2 section damaged: %v", err))
+					}
 				}
 			case "xheader":
 				if xheader == nil {
@@ -404,6 +410,9 @@ func (d *ewfDisk) openSegment(p string, n int) (*ewfSegment, error) {
 		}
 		if last {
 			sec.end = off + ewfDescriptorSize
+		}
+		if d.nsections++; d.nsections > ewfMaxSections {
+			return fail(corruptf("ewf", p, off, "more than %d sections in the set", ewfMaxSections))
 		}
 		seg.sections = append(seg.sections, sec)
 		if last {
