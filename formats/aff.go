@@ -85,6 +85,7 @@ func affProbe(pd *ProbeData) bool {
 type affPage struct {
 	file int   // index into affDisk.members
 	n    int64 // page number
+	seg  int64 // file offset of the segment
 	off  int64 // file offset of the segment data; 0 = page not stored
 	size int64 // stored data length
 	arg  uint32
@@ -207,14 +208,19 @@ func (d *affDisk) walk(mi int, st *affState) error {
 			return corruptf("aff", m.path, off, "segment (name %d bytes, data %d bytes) runs past the end of the file", nameLen, dataLen)
 		}
 		name := string(head[affHeadSize : affHeadSize+nameLen])
-		var tail [affTailSize]byte
-		if err := readFullAt(m.f, tail[:], off+segLen-affTailSize, "aff", m.path); err != nil {
-			return err
+		pn, isPage := affPageNumber(name)
+		// A page's tail is checked when the page is read, saving a read
+		// per page at open; a wrong length is caught at the next header.
+		if !isPage {
+			var tail [affTailSize]byte
+			if err := readFullAt(m.f, tail[:], off+segLen-affTailSize, "aff", m.path); err != nil {
+				return err
+			}
+			if !affTailOK(tail[:], segLen) {
+				return corruptf("aff", m.path, off, "segment %q: bad tail", name)
+			}
 		}
-		if !bytes.Equal(tail[:4], affSegTail) || int64(binary.BigEndian.Uint32(tail[4:])) != segLen {
-			return corruptf("aff", m.path, off, "segment %q: bad tail", name)
-		}
-		dataOff := off + affHeadSize + nameLen
+		segOff, dataOff := off, off+affHeadSize+nameLen
 		off += segLen
 
 		if name == "" {
@@ -223,11 +229,11 @@ func (d *affDisk) walk(mi int, st *affState) error {
 		if strings.HasSuffix(name, "/aes256") || name == "affkey_aes256" || strings.HasPrefix(name, "affkey_evp") {
 			return unsupportedf("aff", m.path, "encrypted AFF (segment %q)", name)
 		}
-		if pn, ok := affPageNumber(name); ok {
+		if isPage {
 			if pn >= affMaxPages {
 				return corruptf("aff", m.path, dataOff, "page number %d too large", pn)
 			}
-			st.pages = append(st.pages, affPage{file: mi, n: pn, off: dataOff, size: dataLen, arg: arg})
+			st.pages = append(st.pages, affPage{file: mi, n: pn, seg: segOff, off: dataOff, size: dataLen, arg: arg})
 			st.maxPage = max(st.maxPage, pn)
 			continue
 		}
@@ -308,7 +314,7 @@ func (d *affDisk) finish(st *affState) error {
 		}
 	}
 	d.cache = newLRU[int64, []byte](max(2, int((16<<20)/d.pageSize)))
-	bufSize := int(affStoredMax(d.pageSize))
+	bufSize := int(affStoredMax(d.pageSize) + affTailSize)
 	d.bufPool.New = func() any { b := make([]byte, bufSize); return &b }
 	if imageSize < 0 {
 		// No imagesize segment (an unfinished image): the last page's
@@ -410,6 +416,10 @@ func (d *affDisk) page(pn int64) affPage {
 // input is a little larger than the page.
 func affStoredMax(pageSize int64) int64 { return pageSize + pageSize/64 + 1024 }
 
+func affTailOK(tail []byte, segLen int64) bool {
+	return bytes.Equal(tail[:4], affSegTail) && int64(binary.BigEndian.Uint32(tail[4:])) == segLen
+}
+
 // decode returns page pn's bytes (shorter than a page only at the end of
 // the image, or for a short stored page). Missing pages are nil (zeros).
 func (d *affDisk) decode(pn int64) ([]byte, error) {
@@ -430,10 +440,14 @@ func (d *affDisk) decode(pn int64) ([]byte, error) {
 	}
 	bp := d.bufPool.Get().(*[]byte)
 	defer d.bufPool.Put(bp)
-	src := (*bp)[:p.size]
+	src := (*bp)[:p.size+affTailSize]
 	if err := readFullAt(m.f, src, p.off, "aff", m.path); err != nil {
 		return nil, err
 	}
+	if !affTailOK(src[p.size:], p.off-p.seg+p.size+affTailSize) {
+		return nil, corruptf("aff", m.path, p.seg, "page %d: bad segment tail", pn)
+	}
+	src = src[:p.size]
 	var out []byte
 	if p.arg&affPageCompressed == 0 {
 		out = append([]byte(nil), src[:min(int64(len(src)), want)]...)

@@ -53,7 +53,7 @@ const (
 	ewfMaxSegments     = 14971    // .E01-.E99 plus .EAA-.ZZZ
 	ewfMaxMetaSection  = 16 << 20 // header sections are a few hundred bytes
 	ewfTableCacheSize  = 64
-	ewfMaxSections     = 1 << 21 // in the whole set: a 64 TiB image of 32 KiB chunks has ~400000
+	ewfMaxSections     = 1 << 21  // in the whole set: a 64 TiB image of 32 KiB chunks has ~400000
 	ewfTableCacheBytes = 48 << 20 // loaded tables kept, at 12 bytes an entry
 )
 
