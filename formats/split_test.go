@@ -214,3 +214,34 @@ func BenchmarkSplitRandRead(b *testing.B) {
 	defer d.Close()
 	benchReads(b, d, true)
 }
+
+// BenchmarkSplitOpen2TiB opens a set of two sparse 1 TiB parts against a
+// 2 MiB set of two parts.
+func BenchmarkSplitOpen2TiB(b *testing.B) {
+	dir := b.TempDir()
+	for _, name := range []string{"big.000", "big.001"} {
+		f, err := os.Create(filepath.Join(dir, name))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := f.Truncate(1 << 40); err != nil {
+			b.Fatal(err)
+		}
+		f.Close()
+	}
+	small := splitWith(b, patternDisk(2<<20, 25), "small.", "-d", "-a", "3", "-b", "1M")
+	for _, c := range []struct{ name, path string }{{"2TiB", filepath.Join(dir, "big.000")}, {"2MiB", small[0]}} {
+		b.Run(c.name, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				d, err := Open(c.path, Options{ReadOnly: true})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if c.name == "2TiB" && d.Size() != 2<<40 {
+					b.Fatalf("size %d", d.Size())
+				}
+				d.Close()
+			}
+		})
+	}
+}
