@@ -1,0 +1,986 @@
+package formats
+
+// EWF (Expert Witness Compression Format, .E01/.s01): the segment-file
+// format written by EnCase, FTK Imager, linen and libewf's ewfacquire.
+// Layout facts from libyal/libewf "Expert Witness Compression Format
+// (EWF).asciidoc"; this is an independent, read-only implementation.
+//
+// A segment file is a 13-byte file header followed by a chain of
+// sections, each starting with a 76-byte descriptor (type, absolute
+// offset of the next section, section size, Adler-32). The volume (or
+// disk/data) section gives the geometry; table sections list one 32-bit
+// entry per chunk (31-bit offset, MSB = zlib-compressed) relative to a
+// base offset; chunks live in sectors sections (EnCase 2+) or inside the
+// table section itself (EWF/SMART/EnCase 1). Uncompressed chunks carry a
+// trailing Adler-32; compressed chunks are zlib streams, which carry one.
+
+import (
+	"bytes"
+	"compress/zlib"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/adler32"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf16"
+)
+
+func init() {
+	register(format{name: "ewf", order: orderHead, probe: ewfProbe, open: ewfOpen})
+}
+
+var (
+	ewfSigE01 = []byte("EVF\x09\x0d\x0a\xff\x00")
+	ewfSigL01 = []byte("LVF\x09\x0d\x0a\xff\x00")
+	ewfSigEx2 = []byte("EVF2\r\n\x81\x00")
+	ewfSigLx2 = []byte("LEF2\r\n\x81\x00")
+)
+
+const (
+	ewfFileHeaderSize  = 13
+	ewfDescriptorSize  = 76
+	ewfTableHeaderSize = 24
+	ewfMaxChunkSize    = 64 << 20 // memory per chunk; EnCase stops at 32768 x 512-byte sectors (16 MiB)
+	ewfMaxTableEntries = 1 << 21  // far above EnCase's 16375; 24 MiB once loaded
+	ewfMaxSegments     = 14971    // .E01-.E99 plus .EAA-.ZZZ
+	ewfMaxMetaSection  = 16 << 20 // header sections are a few hundred bytes
+	ewfTableCacheSize  = 64
+	ewfMaxSections     = 1 << 21  // in the whole set: a 64 TiB image of 32 KiB chunks has ~400000
+	ewfTableCacheBytes = 48 << 20 // loaded tables kept, at 12 bytes an entry
+)
+
+func ewfProbe(pd *ProbeData) bool {
+	for _, sig := range [][]byte{ewfSigE01, ewfSigL01, ewfSigEx2, ewfSigLx2} {
+		if bytes.HasPrefix(pd.Head, sig) {
+			return true
+		}
+	}
+	return false
+}
+
+// ewfSection is one section descriptor of a segment file.
+type ewfSection struct {
+	typ       string
+	off, end  int64 // descriptor offset; end of the section's data
+	size      int64 // size from the descriptor (descriptor included)
+	nextStart int64
+}
+
+// ewfSegment is one open segment file.
+type ewfSegment struct {
+	f        *os.File
+	path     string
+	size     int64
+	sections []ewfSection // in file order
+}
+
+// sectionEnd returns the end of the section holding file offset off, or
+// -1 when no section holds it.
+func (s *ewfSegment) sectionEnd(off int64) int64 {
+	i := sort.Search(len(s.sections), func(i int) bool { return s.sections[i].off > off })
+	if i == 0 {
+		return -1
+	}
+	sec := s.sections[i-1]
+	if off >= sec.end {
+		return -1
+	}
+	return sec.end
+}
+
+// ewfTable locates one table section (and its table2 mirror) at open;
+// its entries are loaded on demand.
+type ewfTable struct {
+	seg        int   // index into ewfDisk.segs
+	off, off2  int64 // table and table2 descriptor offsets (off2 -1 if none)
+	first      int64 // index of its first chunk in the image
+	count      int64 // entries used by the image
+	headerGood bool  // the table header checksum matched at open
+}
+
+// ewfEntries is a loaded table: absolute file offsets and stored sizes
+// of its chunks, with ewfCompressedBit set in size for zlib chunks.
+type ewfEntries struct {
+	off  []int64
+	size []uint32
+}
+
+const ewfCompressedBit = 1 << 31
+
+type ewfDisk struct {
+	path       string
+	segs       []*ewfSegment
+	size       int64
+	chunkSize  int64
+	nchunks    int64
+	tables     []ewfTable
+	nsections  int // sections walked so far, bounded by ewfMaxSections
+	tableCache *lru[int, *ewfEntries]
+	chunkCache *lru[int64, []byte]
+	bufPool    sync.Pool // *[]byte for stored chunk bytes
+	zPool      sync.Pool // io.ReadCloser implementing zlib.Resetter
+	info       Info
+}
+
+func ewfOpen(path string, opt Options) (Disk, error) {
+	d := &ewfDisk{path: path}
+	if err := d.open(); err != nil {
+		d.closeFiles()
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *ewfDisk) closeFiles() {
+	for _, s := range d.segs {
+		s.f.Close()
+	}
+}
+
+// ewfSegmentExt returns the extension of segment n (1-based) of a set
+// whose first extension is first ("E01", "e01", "s01", ...): 01-99,
+// then AA-ZZ with the first letter counting up from first[0].
+func ewfSegmentExt(first string, n int) (string, error) {
+	if len(first) != 3 || n < 1 {
+		return "", fmt.Errorf("no segment naming rule for %q", first)
+	}
+	if n <= 99 {
+		return fmt.Sprintf("%c%02d", first[0], n), nil
+	}
+	k := n - 100
+	lower := first[0] >= 'a' && first[0] <= 'z'
+	base := byte('A')
+	lead := first[0]
+	if lower {
+		base = 'a'
+	}
+	c1 := int(lead) + k/(26*26)
+	if (lower && c1 > 'z') || (!lower && c1 > 'Z') {
+		return "", fmt.Errorf("segment %d is beyond the naming rule", n)
+	}
+	return string([]byte{byte(c1), base + byte(k/26%26), base + byte(k%26)}), nil
+}
+
+// segmentPath names segment n beside the first segment.
+func ewfSegmentPath(first string, n int) (string, error) {
+	ext := filepath.Ext(first)
+	if len(ext) != 4 || !strings.HasSuffix(strings.ToLower(ext), "01") {
+		return "", fmt.Errorf("file name %q does not end in .E01/.e01/.s01, so the next segments cannot be named", filepath.Base(first))
+	}
+	e, err := ewfSegmentExt(ext[1:], n)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSuffix(first, ext) + "." + e, nil
+}
+
+func (d *ewfDisk) open() error {
+	// Read the first segment; it may be a symlink with any name, so name
+	// the following segments after its target.
+	first := d.path
+	var vol []byte
+	var volE01 bool
+	meta := map[string]string{}
+	var header, header2, xheader []byte
+	var warnings []string
+	done := false
+	for n := 1; !done; n++ {
+		if n > ewfMaxSegments {
+			return corruptf("ewf", d.path, -1, "more than %d segments", ewfMaxSegments)
+		}
+		p := first
+		if n > 1 {
+			if n == 2 {
+				// A symlink with another name: name the set after its target.
+				if _, err := ewfSegmentPath(first, 2); err != nil {
+					if r, rerr := filepath.EvalSymlinks(first); rerr == nil {
+						first = r
+					}
+				}
+			}
+			var err error
+			if p, err = ewfSegmentPath(first, n); err != nil {
+				return corruptf("ewf", d.path, -1, "segment %d needed: %v", n, err)
+			}
+		}
+		seg, err := d.openSegment(p, n)
+		if err != nil {
+			return err
+		}
+		d.segs = append(d.segs, seg)
+		for _, sec := range seg.sections {
+			switch sec.typ {
+			case "done":
+				done = true
+			case "volume", "disk", "data":
+				// The data section of later segments repeats the volume;
+				// the first one found wins.
+				if vol == nil {
+					if vol, volE01, err = d.readVolume(seg, sec); err != nil {
+						return err
+					}
+				}
+			case "table":
+				if err := d.addTable(len(d.segs)-1, sec); err != nil {
+					return err
+				}
+			case "table2":
+				d.addTable2(len(d.segs)-1, sec)
+			case "header":
+				if header == nil {
+					if header, err = d.readZlibSection(seg, sec); err != nil {
+						warnings = append(warnings, fmt.Sprintf("header section damaged: %v", err))
+					}
+				}
+			case "header2":
+				if header2 == nil {
+					if header2, err = d.readZlibSection(seg, sec); err != nil {
+						warnings = append(warnings, fmt.Sprintf("header2 section damaged: %v", err))
+					}
+				}
+			case "xheader":
+				if xheader == nil {
+					xheader, _ = d.readZlibSection(seg, sec)
+				}
+			case "hash":
+				if b, err := d.readSectionData(seg, sec, 36); err == nil && ewfChecksumOK(b[:32], b[32:36]) {
+					meta["md5"] = hex.EncodeToString(b[:16])
+				} else {
+					warnings = append(warnings, "hash section damaged; stored md5 ignored")
+				}
+			case "digest":
+				if b, err := d.readSectionData(seg, sec, 80); err == nil && ewfChecksumOK(b[:76], b[76:80]) {
+					if !ewfAllZero(b[:16]) {
+						meta["md5"] = hex.EncodeToString(b[:16])
+					}
+					if !ewfAllZero(b[16:36]) {
+						meta["sha1"] = hex.EncodeToString(b[16:36])
+					}
+				} else {
+					warnings = append(warnings, "digest section damaged; stored hashes ignored")
+				}
+			case "xhash":
+				if b, err := d.readZlibSection(seg, sec); err == nil {
+					for _, k := range []string{"MD5", "SHA1"} {
+						if v := ewfXMLValue(b, k); v != "" && meta[strings.ToLower(k)] == "" {
+							meta[strings.ToLower(k)] = strings.ToLower(v)
+						}
+					}
+				}
+			case "error2":
+				if ranges, err := d.readErrors(seg, sec); err == nil {
+					if len(ranges) > 0 {
+						meta["acquiry_read_errors"] = strings.Join(ranges, ",")
+						warnings = append(warnings, fmt.Sprintf("the imager could not read %d range(s) of the source; they hold zeros (see acquiry_read_errors)", len(ranges)))
+					}
+				} else {
+					warnings = append(warnings, "error2 section damaged; acquisition read errors unknown")
+				}
+			case "ltree", "ltypes":
+				return unsupportedf("ewf", d.path, "logical evidence (%s section)", sec.typ)
+			}
+		}
+		if !done {
+			last := seg.sections[len(seg.sections)-1]
+			if last.typ != "next" {
+				return corruptf("ewf", p, last.off, "segment %d ends with a %q section instead of next or done (incomplete image?)", n, last.typ)
+			}
+		}
+	}
+	if vol == nil {
+		return corruptf("ewf", d.path, -1, "no volume section")
+	}
+	if err := d.setGeometry(vol, volE01); err != nil {
+		return err
+	}
+	var total int64
+	for i := range d.tables {
+		d.tables[i].first = total
+		total += d.tables[i].count
+	}
+	if total < d.nchunks {
+		return corruptf("ewf", d.path, -1, "tables list %d chunks, the volume needs %d (missing segments?)", total, d.nchunks)
+	}
+	// Chunks past the image's end (padding entries) are not read.
+	for i := range d.tables {
+		t := &d.tables[i]
+		if t.first+t.count > d.nchunks {
+			t.count = max(0, d.nchunks-t.first)
+		}
+	}
+	var biggest int64 = 1
+	for _, t := range d.tables {
+		biggest = max(biggest, t.count)
+	}
+	d.tableCache = newLRU[int, *ewfEntries](int(min(ewfTableCacheSize, max(2, ewfTableCacheBytes/(12*biggest)))))
+	d.chunkCache = newLRU[int64, []byte](max(4, int((16<<20)/d.chunkSize)))
+	bufSize := int(ewfStoredMax(d.chunkSize))
+	d.bufPool.New = func() any { b := make([]byte, bufSize); return &b }
+
+	// Metadata: header2 (UTF-16) is the richest; header is its ASCII twin.
+	variant := ewfVariant(header, header2, xheader, vol, volE01, d)
+	for k, v := range ewfHeaderValues(header, false) {
+		meta[k] = v
+	}
+	for k, v := range ewfHeaderValues(header2, true) {
+		meta[k] = v
+	}
+	meta["bytes_per_sector"] = strconv.FormatInt(int64(binary.LittleEndian.Uint32(vol[12:16])), 10)
+	meta["sectors_per_chunk"] = strconv.FormatInt(int64(binary.LittleEndian.Uint32(vol[8:12])), 10)
+	files := make([]string, len(d.segs))
+	for i, s := range d.segs {
+		files[i] = s.path
+	}
+	files[0] = d.path
+	d.info = Info{
+		Format: "ewf", Variant: variant, Path: d.path, Files: files, Size: d.size,
+		ClusterSize: d.chunkSize, Allocated: d.size, ReadOnly: true,
+		ReadOnlyReason: "EWF images are evidence containers; vdflat reads them only",
+		Metadata:       meta, Warnings: warnings,
+	}
+	return nil
+}
+
+// openSegment opens segment n and walks its section descriptors.
+func (d *ewfDisk) openSegment(p string, n int) (*ewfSegment, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		if n > 1 && errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("ewf: %s: missing segment %d %s: %w", d.path, n, p, err)
+		}
+		return nil, err
+	}
+	seg := &ewfSegment{f: f, path: p}
+	fail := func(e error) (*ewfSegment, error) { f.Close(); return nil, e }
+	if seg.size, err = fileSize(f); err != nil {
+		return fail(fmt.Errorf("ewf: %s: %w", p, err))
+	}
+	var fh [ewfFileHeaderSize]byte
+	if err := readFullAt(f, fh[:], 0, "ewf", p); err != nil {
+		return fail(err)
+	}
+	switch {
+	case bytes.Equal(fh[:8], ewfSigE01):
+	case bytes.Equal(fh[:8], ewfSigL01):
+		return fail(unsupportedf("ewf", p, "logical evidence file (LVF, .L01)"))
+	case bytes.Equal(fh[:8], ewfSigEx2), bytes.Equal(fh[:8], ewfSigLx2):
+		return fail(unsupportedf("ewf", p, "EWF version 2 (Ex01/Lx01, EnCase 7 \"EVF2\")"))
+	default:
+		return fail(corruptf("ewf", p, 0, "segment %d has no EWF signature", n))
+	}
+	if got := int(binary.LittleEndian.Uint16(fh[9:11])); got != n {
+		if n == 1 && got > 1 {
+			return fail(corruptf("ewf", p, 9, "segment number %d in the header: open the set's first segment (.E01)", got))
+		}
+		return fail(corruptf("ewf", p, 9, "segment number %d in the header, expected %d", got, n))
+	}
+	var desc [ewfDescriptorSize]byte
+	off := int64(ewfFileHeaderSize)
+	for {
+		if off+ewfDescriptorSize > seg.size {
+			return fail(corruptf("ewf", p, off, "section descriptor past the end of the file (truncated segment?)"))
+		}
+		if err := readFullAt(f, desc[:], off, "ewf", p); err != nil {
+			return fail(err)
+		}
+		if !ewfChecksumOK(desc[:72], desc[72:76]) {
+			return fail(corruptf("ewf", p, off, "section descriptor checksum mismatch"))
+		}
+		sec := ewfSection{
+			typ:       string(bytes.TrimRight(desc[:16], "\x00")),
+			off:       off,
+			nextStart: int64(binary.LittleEndian.Uint64(desc[16:24])),
+			size:      int64(binary.LittleEndian.Uint64(desc[24:32])),
+		}
+		last := sec.typ == "done" || sec.typ == "next"
+		if sec.nextStart < 0 || sec.nextStart > seg.size || (!last && sec.nextStart < off+ewfDescriptorSize) {
+			return fail(corruptf("ewf", p, off, "%q section: next section offset %#x out of range", sec.typ, sec.nextStart))
+		}
+		sec.end = sec.nextStart
+		if sec.size >= ewfDescriptorSize && sec.size <= seg.size-off && (last || off+sec.size <= sec.nextStart) {
+			sec.end = off + sec.size
+		}
+		if last {
+			sec.end = off + ewfDescriptorSize
+		}
+		if d.nsections++; d.nsections > ewfMaxSections {
+			return fail(corruptf("ewf", p, off, "more than %d sections in the set", ewfMaxSections))
+		}
+		seg.sections = append(seg.sections, sec)
+		if last {
+			break
+		}
+		off = sec.nextStart
+	}
+	return seg, nil
+}
+
+func ewfChecksumOK(data, sum []byte) bool {
+	return adler32.Checksum(data) == binary.LittleEndian.Uint32(sum)
+}
+
+// readSectionData reads n bytes of a section's data (after its descriptor).
+func (d *ewfDisk) readSectionData(seg *ewfSegment, sec ewfSection, n int64) ([]byte, error) {
+	if sec.end-sec.off-ewfDescriptorSize < n {
+		return nil, corruptf("ewf", seg.path, sec.off, "%q section too small (%d bytes)", sec.typ, sec.end-sec.off)
+	}
+	b := make([]byte, n)
+	if err := readFullAt(seg.f, b, sec.off+ewfDescriptorSize, "ewf", seg.path); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// readZlibSection reads and inflates a small zlib-compressed section.
+func (d *ewfDisk) readZlibSection(seg *ewfSegment, sec ewfSection) ([]byte, error) {
+	n := sec.end - sec.off - ewfDescriptorSize
+	if n <= 0 || n > ewfMaxMetaSection {
+		return nil, corruptf("ewf", seg.path, sec.off, "%q section size %d", sec.typ, n)
+	}
+	b, err := d.readSectionData(seg, sec, n)
+	if err != nil {
+		return nil, err
+	}
+	zr, err := zlib.NewReader(bytes.NewReader(b))
+	if err != nil {
+		return nil, corruptf("ewf", seg.path, sec.off, "%q section: %v", sec.typ, err)
+	}
+	out, err := io.ReadAll(io.LimitReader(zr, ewfMaxMetaSection))
+	if err != nil {
+		return nil, corruptf("ewf", seg.path, sec.off, "%q section: %v", sec.typ, err)
+	}
+	return out, nil
+}
+
+// ewfMaxErrorRanges bounds the read-error ranges listed in Metadata.
+const ewfMaxErrorRanges = 256
+
+// readErrors reads an error2 section: the source ranges the imager could
+// not read, as "first_sector+count" strings.
+func (d *ewfDisk) readErrors(seg *ewfSegment, sec ewfSection) ([]string, error) {
+	hdr, err := d.readSectionData(seg, sec, 520)
+	if err != nil {
+		return nil, err
+	}
+	if !ewfChecksumOK(hdr[:516], hdr[516:520]) {
+		return nil, corruptf("ewf", seg.path, sec.off, "error2 header checksum mismatch")
+	}
+	n := int64(binary.LittleEndian.Uint32(hdr[:4]))
+	if n > 1<<20 || n*8+4 > sec.end-sec.off-ewfDescriptorSize-520 {
+		return nil, corruptf("ewf", seg.path, sec.off, "error2 section of %d entries does not fit", n)
+	}
+	b, err := d.readSectionData(seg, sec, 520+n*8+4)
+	if err != nil {
+		return nil, err
+	}
+	ents := b[520 : 520+n*8]
+	if !ewfChecksumOK(ents, b[520+n*8:]) {
+		return nil, corruptf("ewf", seg.path, sec.off, "error2 entries checksum mismatch")
+	}
+	var out []string
+	for i := int64(0); i < n && i < ewfMaxErrorRanges; i++ {
+		out = append(out, fmt.Sprintf("%d+%d", binary.LittleEndian.Uint32(ents[8*i:]), binary.LittleEndian.Uint32(ents[8*i+4:])))
+	}
+	return out, nil
+}
+
+// readVolume reads a volume/disk/data section: 1052 bytes in EnCase-style
+// files, 94 bytes in EWF/SMART (S01-style) ones.
+func (d *ewfDisk) readVolume(seg *ewfSegment, sec ewfSection) ([]byte, bool, error) {
+	n := sec.end - sec.off - ewfDescriptorSize
+	switch {
+	case n >= 1052:
+		b, err := d.readSectionData(seg, sec, 1052)
+		if err != nil {
+			return nil, false, err
+		}
+		if !ewfChecksumOK(b[:1048], b[1048:]) {
+			return nil, false, corruptf("ewf", seg.path, sec.off, "%s section checksum mismatch", sec.typ)
+		}
+		return b, true, nil
+	case n >= 94:
+		b, err := d.readSectionData(seg, sec, 94)
+		if err != nil {
+			return nil, false, err
+		}
+		if !ewfChecksumOK(b[:90], b[90:]) {
+			return nil, false, corruptf("ewf", seg.path, sec.off, "%s section checksum mismatch", sec.typ)
+		}
+		return b, false, nil
+	}
+	return nil, false, corruptf("ewf", seg.path, sec.off, "%s section of %d bytes is too small", sec.typ, n)
+}
+
+func (d *ewfDisk) setGeometry(vol []byte, e01 bool) error {
+	spc := int64(binary.LittleEndian.Uint32(vol[8:12]))
+	bps := int64(binary.LittleEndian.Uint32(vol[12:16]))
+	var sectors int64
+	if e01 {
+		sectors = int64(binary.LittleEndian.Uint64(vol[16:24]))
+	} else {
+		sectors = int64(binary.LittleEndian.Uint32(vol[16:20]))
+	}
+	if bps < 1 || bps > 1<<16 || spc < 1 || spc*bps > ewfMaxChunkSize {
+		return unsupportedf("ewf", d.path, "geometry %d sectors per chunk of %d bytes", spc, bps)
+	}
+	if sectors < 0 || sectors > (1<<62)/bps {
+		return corruptf("ewf", d.path, -1, "sector count %d out of range", sectors)
+	}
+	d.chunkSize = spc * bps
+	d.size = sectors * bps
+	d.nchunks = (d.size + d.chunkSize - 1) / d.chunkSize
+	return nil
+}
+
+// addTable records a table section: its header is read now (for the
+// entry count), its entries when first needed.
+func (d *ewfDisk) addTable(segIdx int, sec ewfSection) error {
+	seg := d.segs[segIdx]
+	t := ewfTable{seg: segIdx, off: sec.off, off2: -1}
+	n, ok, err := d.tableHeader(seg, sec)
+	if err != nil {
+		return err
+	}
+	t.count, t.headerGood = n, ok
+	d.tables = append(d.tables, t)
+	return nil
+}
+
+// addTable2 pairs a table2 mirror with the table just before it.
+func (d *ewfDisk) addTable2(segIdx int, sec ewfSection) {
+	if len(d.tables) == 0 {
+		return
+	}
+	t := &d.tables[len(d.tables)-1]
+	if t.seg != segIdx || t.off2 >= 0 {
+		return
+	}
+	t.off2 = sec.off
+	if !t.headerGood {
+		// The table's own header is damaged: take the count from the mirror.
+		if n, ok, err := d.tableHeader(d.segs[segIdx], sec); err == nil && ok {
+			t.count = n
+		}
+	}
+}
+
+// tableHeader reads a table header: entry count and whether its checksum
+// holds.
+func (d *ewfDisk) tableHeader(seg *ewfSegment, sec ewfSection) (int64, bool, error) {
+	b, err := d.readSectionData(seg, sec, ewfTableHeaderSize)
+	if err != nil {
+		return 0, false, err
+	}
+	n := int64(binary.LittleEndian.Uint32(b[0:4]))
+	ok := ewfChecksumOK(b[:20], b[20:24])
+	if room := (sec.end - sec.off - ewfDescriptorSize - ewfTableHeaderSize) / 4; n > room || n > ewfMaxTableEntries {
+		if ok {
+			return 0, false, corruptf("ewf", seg.path, sec.off, "table of %d entries does not fit its section", n)
+		}
+		n = 0
+	}
+	return n, ok, nil
+}
+
+// ewfStoredMax bounds a stored chunk: zlib output of incompressible data
+// grows by a few bytes per 16 KiB block.
+func ewfStoredMax(chunkSize int64) int64 { return chunkSize + chunkSize/64 + 1024 }
+
+// loadTable reads table ti's entries, from table2 when table is damaged.
+func (d *ewfDisk) loadTable(ti int) (*ewfEntries, error) {
+	if e, ok := d.tableCache.Get(ti); ok {
+		return e, nil
+	}
+	t := d.tables[ti]
+	seg := d.segs[t.seg]
+	e, err := d.readEntries(seg, t.off, t.count)
+	if err != nil && t.off2 >= 0 {
+		var err2 error
+		if e, err2 = d.readEntries(seg, t.off2, t.count); err2 == nil {
+			err = nil
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	d.tableCache.Put(ti, e)
+	return e, nil
+}
+
+// readEntries reads and checks the table section at off (its first count
+// entries are used).
+func (d *ewfDisk) readEntries(seg *ewfSegment, off int64, count int64) (*ewfEntries, error) {
+	i := sort.Search(len(seg.sections), func(i int) bool { return seg.sections[i].off >= off })
+	if i == len(seg.sections) || seg.sections[i].off != off {
+		return nil, corruptf("ewf", seg.path, off, "no table section")
+	}
+	sec := seg.sections[i]
+	hdr, err := d.readSectionData(seg, sec, ewfTableHeaderSize)
+	if err != nil {
+		return nil, err
+	}
+	if !ewfChecksumOK(hdr[:20], hdr[20:24]) {
+		return nil, corruptf("ewf", seg.path, off, "%s header checksum mismatch", sec.typ)
+	}
+	n := int64(binary.LittleEndian.Uint32(hdr[0:4]))
+	if n < count {
+		return nil, corruptf("ewf", seg.path, off, "%s holds %d entries, its mirror %d", sec.typ, n, count)
+	}
+	base := int64(binary.LittleEndian.Uint64(hdr[8:16]))
+	room := sec.end - sec.off - ewfDescriptorSize - ewfTableHeaderSize
+	if n*4 > room || n > ewfMaxTableEntries || base < 0 || base > seg.size {
+		return nil, corruptf("ewf", seg.path, off, "%s of %d entries (base %#x) does not fit", sec.typ, n, base)
+	}
+	raw := make([]byte, n*4+4)
+	if n*4+4 > room {
+		raw = raw[:n*4]
+	}
+	if err := readFullAt(seg.f, raw, off+ewfDescriptorSize+ewfTableHeaderSize, "ewf", seg.path); err != nil {
+		return nil, err
+	}
+	entry := func(j int64) (int64, bool) {
+		v := binary.LittleEndian.Uint32(raw[4*j:])
+		return base + int64(v&0x7fffffff), v&0x80000000 != 0
+	}
+	// EnCase-style tables end with an Adler-32 of the entries; tables
+	// whose chunks follow inside the same section (EWF/SMART) do not.
+	inside := false
+	if n > 0 {
+		first, _ := entry(0)
+		inside = first >= sec.off && first < sec.end
+	}
+	if !inside && len(raw) == int(n*4+4) && !ewfChecksumOK(raw[:n*4], raw[n*4:]) {
+		return nil, corruptf("ewf", seg.path, off, "%s entries checksum mismatch", sec.typ)
+	}
+	e := &ewfEntries{off: make([]int64, count), size: make([]uint32, count)}
+	for j := range count {
+		start, compressed := entry(j)
+		end := seg.sectionEnd(start)
+		if j+1 < n {
+			if next, _ := entry(j + 1); next > start && (end < 0 || next <= end) {
+				end = next
+			}
+		}
+		e.off[j] = start
+		// A chunk outside any section keeps size 0: an error when read.
+		if stored := end - start; end >= 0 && stored <= ewfStoredMax(ewfMaxChunkSize) {
+			e.size[j] = uint32(stored)
+		}
+		if compressed {
+			e.size[j] |= ewfCompressedBit
+		}
+	}
+	return e, nil
+}
+
+func (d *ewfDisk) Size() int64 { return d.size }
+
+func (d *ewfDisk) ReadAt(p []byte, off int64) (int, error) {
+	if err := checkIO(p, off); err != nil {
+		return 0, err
+	}
+	n := len(p)
+	for len(p) > 0 {
+		if off >= d.size {
+			clear(p)
+			break
+		}
+		ci := off / d.chunkSize
+		in := off % d.chunkSize
+		data, err := d.chunk(ci)
+		if err != nil {
+			return 0, err
+		}
+		c := copy(p, data[in:])
+		if c == 0 {
+			return 0, corruptf("ewf", d.path, -1, "chunk %d is short", ci)
+		}
+		p = p[c:]
+		off += int64(c)
+	}
+	return n, nil
+}
+
+// chunk returns chunk ci's data (shared; callers must not modify it).
+func (d *ewfDisk) chunk(ci int64) ([]byte, error) {
+	if b, ok := d.chunkCache.Get(ci); ok {
+		return b, nil
+	}
+	ti := sort.Search(len(d.tables), func(i int) bool { return d.tables[i].first+d.tables[i].count > ci })
+	if ti == len(d.tables) {
+		return nil, corruptf("ewf", d.path, -1, "chunk %d is in no table", ci)
+	}
+	e, err := d.loadTable(ti)
+	if err != nil {
+		return nil, err
+	}
+	t := d.tables[ti]
+	j := ci - t.first
+	seg := d.segs[t.seg]
+	want := min(d.chunkSize, d.size-ci*d.chunkSize)
+	off, stored := e.off[j], int64(e.size[j]&^ewfCompressedBit)
+	if stored <= 0 || stored > ewfStoredMax(d.chunkSize) {
+		return nil, corruptf("ewf", seg.path, off, "chunk %d: stored size %d out of range", ci, stored)
+	}
+	bp := d.bufPool.Get().(*[]byte)
+	defer d.bufPool.Put(bp)
+	out := make([]byte, want)
+	if e.size[j]&ewfCompressedBit != 0 {
+		buf := (*bp)[:stored]
+		if err := readFullAt(seg.f, buf, off, "ewf", seg.path); err != nil {
+			return nil, err
+		}
+		if err := d.inflate(buf, out); err != nil {
+			return nil, corruptf("ewf", seg.path, off, "chunk %d (image offset %#x): %v", ci, ci*d.chunkSize, err)
+		}
+	} else {
+		if stored < want+4 {
+			return nil, corruptf("ewf", seg.path, off, "chunk %d: stored size %d, need %d", ci, stored, want+4)
+		}
+		buf := (*bp)[:want+4]
+		if err := readFullAt(seg.f, buf, off, "ewf", seg.path); err != nil {
+			return nil, err
+		}
+		if !ewfChecksumOK(buf[:want], buf[want:]) {
+			return nil, corruptf("ewf", seg.path, off, "chunk %d (image offset %#x): checksum mismatch", ci, ci*d.chunkSize)
+		}
+		copy(out, buf)
+	}
+	d.chunkCache.Put(ci, out)
+	return out, nil
+}
+
+// inflate decompresses a zlib chunk into exactly len(out) bytes; zlib's
+// own Adler-32 is checked at the end of the stream.
+func (d *ewfDisk) inflate(src, out []byte) error {
+	br := bytes.NewReader(src)
+	var zr io.ReadCloser
+	if v := d.zPool.Get(); v != nil {
+		zr = v.(io.ReadCloser)
+		if err := zr.(zlib.Resetter).Reset(br, nil); err != nil {
+			return err
+		}
+	} else {
+		var err error
+		if zr, err = zlib.NewReader(br); err != nil {
+			return err
+		}
+	}
+	if _, err := io.ReadFull(zr, out); err != nil {
+		return fmt.Errorf("inflating: %w", err)
+	}
+	var one [1]byte
+	if n, err := zr.Read(one[:]); n != 0 || err != io.EOF {
+		if err == nil || err == io.EOF {
+			return errors.New("inflates to more than a chunk")
+		}
+		return fmt.Errorf("inflating: %w", err)
+	}
+	d.zPool.Put(zr)
+	return nil
+}
+
+func (d *ewfDisk) WriteAt(p []byte, off int64) (int, error) {
+	if err := checkIO(p, off); err != nil {
+		return 0, err
+	}
+	return 0, ErrReadOnly
+}
+
+func (d *ewfDisk) Flush() error { return nil }
+
+func (d *ewfDisk) Close() error {
+	var err error
+	for _, s := range d.segs {
+		if cerr := s.f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	return err
+}
+
+func (d *ewfDisk) Info() Info {
+	info := d.info
+	info.Files = append([]string(nil), d.info.Files...)
+	info.Metadata = make(map[string]string, len(d.info.Metadata))
+	for k, v := range d.info.Metadata {
+		info.Metadata[k] = v
+	}
+	info.Warnings = append([]string(nil), d.info.Warnings...)
+	return info
+}
+
+// ewfHeaderKeys names the header identifiers kept in Info().Metadata.
+var ewfHeaderKeys = map[string]string{
+	"a": "description", "c": "case_number", "n": "evidence_number", "e": "examiner_name",
+	"t": "notes", "md": "model", "sn": "serial_number", "l": "device_label",
+	"av": "acquiry_software_version", "ov": "acquiry_operating_system",
+	"m": "acquiry_date", "u": "system_date", "pid": "process_identifier", "r": "compression",
+}
+
+// ewfHeaderValues parses the "main" category of a header (ASCII) or
+// header2 (UTF-16 with BOM) section text.
+func ewfHeaderValues(b []byte, utf16Text bool) map[string]string {
+	if len(b) == 0 {
+		return nil
+	}
+	text := string(b)
+	if utf16Text {
+		text = ewfUTF16(b)
+	}
+	lines := strings.Split(strings.ReplaceAll(text, "\r\n", "\n"), "\n")
+	if len(lines) < 4 || strings.TrimSpace(lines[1]) != "main" {
+		return nil
+	}
+	keys := strings.Split(lines[2], "\t")
+	vals := strings.Split(lines[3], "\t")
+	out := map[string]string{}
+	for i, k := range keys {
+		name, ok := ewfHeaderKeys[strings.TrimSpace(k)]
+		if !ok || i >= len(vals) || vals[i] == "" {
+			continue
+		}
+		v := vals[i]
+		if k == "m" || k == "u" {
+			v = ewfDate(v)
+		}
+		if k == "r" {
+			switch v {
+			case "n":
+				v = "none"
+			case "f":
+				v = "fast"
+			case "b":
+				v = "best"
+			}
+		}
+		out[name] = v
+	}
+	return out
+}
+
+// ewfDate normalises a header date: header2 holds Unix seconds (shown
+// in UTC), header holds the acquiring machine's local time as
+// "Y M D h m s" (shown without a zone, as written).
+func ewfDate(v string) string {
+	if s, err := strconv.ParseInt(v, 10, 64); err == nil {
+		return time.Unix(s, 0).UTC().Format(time.RFC3339)
+	}
+	f := strings.Fields(v)
+	if len(f) != 6 {
+		return v
+	}
+	var n [6]int
+	for i, x := range f {
+		var err error
+		if n[i], err = strconv.Atoi(x); err != nil {
+			return v
+		}
+	}
+	return fmt.Sprintf("%04d-%02d-%02d %02d:%02d:%02d", n[0], n[1], n[2], n[3], n[4], n[5])
+}
+
+func ewfUTF16(b []byte) string {
+	be := len(b) >= 2 && b[0] == 0xfe && b[1] == 0xff
+	if len(b) >= 2 && ((b[0] == 0xff && b[1] == 0xfe) || be) {
+		b = b[2:]
+	}
+	u := make([]uint16, len(b)/2)
+	for i := range u {
+		if be {
+			u[i] = binary.BigEndian.Uint16(b[2*i:])
+		} else {
+			u[i] = binary.LittleEndian.Uint16(b[2*i:])
+		}
+	}
+	return string(utf16.Decode(u))
+}
+
+// ewfXMLValue returns the text of the first <tag>...</tag> in b.
+func ewfXMLValue(b []byte, tag string) string {
+	s := string(b)
+	i := strings.Index(s, "<"+tag+">")
+	if i < 0 {
+		return ""
+	}
+	s = s[i+len(tag)+2:]
+	j := strings.Index(s, "</"+tag+">")
+	if j < 0 {
+		return ""
+	}
+	return strings.TrimSpace(s[:j])
+}
+
+// ewfVariant names the writer family from what the sections look like
+// (the format does not record it): S01-style volumes are EWF or SMART;
+// EnCase-style files differ in header/header2 presence and fields.
+func ewfVariant(header, header2, xheader, vol []byte, volE01 bool, d *ewfDisk) string {
+	if !volE01 {
+		if bytes.Equal(vol[85:90], []byte("SMART")) {
+			return "smart"
+		}
+		return "ewf"
+	}
+	if xheader != nil {
+		return "ewfx"
+	}
+	chunksInTable := true
+	for _, s := range d.segs[0].sections {
+		if s.typ == "sectors" {
+			chunksInTable = false
+		}
+	}
+	if chunksInTable {
+		return "encase1"
+	}
+	fields := func(b []byte, u bool) (cats string, keys string, crlf bool) {
+		t := string(b)
+		if u {
+			t = ewfUTF16(b)
+		}
+		crlf = strings.Contains(t, "\r\n")
+		l := strings.Split(strings.ReplaceAll(t, "\r\n", "\n"), "\n")
+		if len(l) >= 3 {
+			return l[0], "\t" + l[2] + "\t", crlf
+		}
+		return "", "", crlf
+	}
+	if header2 != nil {
+		cats, keys, _ := fields(header2, true)
+		switch {
+		case cats == "1":
+			return "encase4"
+		case strings.Contains(keys, "\tmd\t"):
+			return "encase6"
+		default:
+			return "encase5"
+		}
+	}
+	cats, keys, crlf := fields(header, false)
+	switch {
+	case cats == "3" && strings.Contains(keys, "\tmd\t"):
+		return "linen6"
+	case cats == "3":
+		return "linen5"
+	case !crlf:
+		return "ftk"
+	}
+	return "encase2"
+}
+
+func ewfAllZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
