@@ -271,3 +271,6 @@ func (d *splitDisk) Info() Info {
 	}
 	return info
 }
+
+// CanWrite: split raw sets are written in place.
+func (d *splitDisk) CanWrite() bool { return true }
