@@ -1,3 +1,5 @@
 module vdflat
 
-go 1.24
+go 1.25
+
+require github.com/klauspost/compress v1.20.4
