@@ -149,7 +149,12 @@ type qcow2Disk struct {
 var _ Mapper = (*qcow2Disk)(nil)
 
 func qcow2Probe(pd *ProbeData) bool {
-	return len(pd.Head) >= 8 && binary.BigEndian.Uint32(pd.Head) == qcow2Magic
+	if len(pd.Head) < 8 || binary.BigEndian.Uint32(pd.Head) != qcow2Magic {
+		return false
+	}
+	// Version 1 shares the magic and belongs to the qcow format; versions
+	// past 3 are claimed so that opening says what is unsupported.
+	return binary.BigEndian.Uint32(pd.Head[4:]) >= 2
 }
 
 func qcow2Open(path string, opt Options) (Disk, error) {
@@ -448,11 +453,6 @@ func (d *qcow2Disk) openBacking(head []byte, opt Options) error {
 	}
 	name := string(head[d.h.BackingOff : d.h.BackingOff+n])
 	d.metadata["backing_file"] = name
-	if d.extData && d.h.Autoclear&qcow2AutoDataRaw != 0 {
-		// The raw data file holds every guest byte; qemu ignores a backing file then.
-		d.warnings = append(d.warnings, "backing file ignored: the raw external data file holds all data")
-		return nil
-	}
 	p, err := openParent(d.path, name, opt)
 	if err != nil {
 		return err
@@ -600,7 +600,7 @@ func (d *qcow2Disk) allocated() int64 {
 		}
 	}
 	d.mu.RUnlock()
-	if tables*d.cs > 64<<20 {
+	if tables*d.cs > 16<<20 {
 		d.allocBytes.Store(-1)
 		return -1
 	}
