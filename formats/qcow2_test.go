@@ -512,6 +512,7 @@ func TestQCOW2Write(t *testing.T) {
 			d := mustOpen(t, p, Options{})
 			randomWrites(t, d, model, 80, 3)
 			concurrentWrites(t, d, model, 12<<10)
+			concurrentWrites(t, d, model, 512) // writers share clusters and subclusters
 			if v.conc {
 				checkConcurrentReads(t, d, model)
 			}

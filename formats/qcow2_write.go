@@ -201,6 +201,15 @@ func (d *qcow2Disk) allocWrite(p []byte, off int64, e, bm uint64) error {
 		// Allocate just the touched subclusters; others keep their state.
 		mask := d.subMask(in, int64(len(p)))
 		rs, re = in/d.scs*d.scs, (in+int64(len(p))-1)/d.scs*d.scs+d.scs
+		// An edge subcluster that is already allocated is written in
+		// place, not rewritten whole: an in-place writer (who does not
+		// take allocMu) may be writing its other sectors right now.
+		if bm&d.subMask(in, 1) != 0 {
+			rs = in
+		}
+		if end := in + int64(len(p)); bm&d.subMask(end-1, 1) != 0 {
+			re = end
+		}
 		newBM = (bm | mask) &^ (mask << 32)
 	}
 	// Standard entry with the zero flag and a host cluster of its own:
