@@ -166,14 +166,53 @@ func (d *qcow2Disk) writeCluster(p []byte, off int64) error {
 	return d.allocWrite(p, off, e, bm)
 }
 
-// allocCluster reserves n clusters at the end of the qcow2 file.
-func (d *qcow2Disk) allocCluster(n int64) int64 {
+// allocCluster reserves n clusters at the end of the qcow2 file. It skips
+// clusters past the end that already have a refcount (left by a process
+// that died after counting a cluster and before writing it).
+func (d *qcow2Disk) allocCluster(n int64) (int64, error) {
+	for c := int64(0); c < n; {
+		rc, err := d.refGet(d.next + c*d.cs)
+		if err != nil {
+			return 0, err
+		}
+		if rc != 0 {
+			d.next += (c + 1) * d.cs
+			c = 0
+			continue
+		}
+		c++
+	}
 	off := d.next
 	d.next += n * d.cs
 	if d.next > d.fileEnd.Load() {
 		d.fileEnd.Store(d.next)
 	}
-	return off
+	return off, nil
+}
+
+// refGet reads the refcount of the host cluster at host.
+func (d *qcow2Disk) refGet(host int64) (uint64, error) {
+	cl := host >> d.cb
+	idx := cl / d.refPerBlock()
+	if idx >= int64(len(d.rt)) {
+		return 0, nil
+	}
+	blk := int64(d.rt[idx] &^ 511)
+	if blk == 0 {
+		return 0, nil
+	}
+	if blk%d.cs != 0 || blk+d.cs > d.fileEnd.Load() {
+		return 0, d.corrupt(d.rtOff+idx*8, "refcount block %d at %#x invalid", idx, blk)
+	}
+	bits := d.refBits()
+	i := cl % d.refPerBlock()
+	pos := blk + i*bits/8
+	nb := max(1, bits/8)
+	var b [8]byte
+	if err := readFullAt(d.f, b[:nb], pos, "qcow2", d.path); err != nil {
+		return 0, err
+	}
+	return qcow2RefAdjust(b[:nb], bits, i, 0)
 }
 
 // allocWrite writes p at guest offset off into a cluster that needs
@@ -218,7 +257,9 @@ func (d *qcow2Disk) allocWrite(p []byte, off int64, e, bm uint64) error {
 		if d.extData {
 			newHost = guest // qemu maps guest to the same offset in a data file
 		} else {
-			newHost = d.allocCluster(1)
+			if newHost, err = d.allocCluster(1); err != nil {
+				return err
+			}
 		}
 	}
 
@@ -292,7 +333,10 @@ func (d *qcow2Disk) ensureL2(l1i int) (int64, error) {
 	for i, v := range t {
 		binary.BigEndian.PutUint64(b[i*8:], v)
 	}
-	off := d.allocCluster(1)
+	off, err := d.allocCluster(1)
+	if err != nil {
+		return 0, err
+	}
 	if err := d.pwrite(b, off); err != nil {
 		return 0, err
 	}
@@ -429,7 +473,10 @@ func qcow2RefAdjust(b []byte, bits, i, delta int64) (uint64, error) {
 // covers itself it holds its own refcount; otherwise its refcount is set
 // before the table points at it, so a crash leaks it at worst.
 func (d *qcow2Disk) allocRefBlock(idx int64) (int64, error) {
-	off := d.allocCluster(1)
+	off, err := d.allocCluster(1)
+	if err != nil {
+		return 0, err
+	}
 	b := make([]byte, d.cs)
 	self := (off>>d.cb)/d.refPerBlock() == idx
 	if self {
@@ -471,7 +518,10 @@ func (d *qcow2Disk) growRT(idx int64) error {
 		return d.unsupported("refcount table would grow beyond %d bytes", qcow2MaxRTBytes)
 	}
 	cls := entries * 8 / d.cs
-	off := d.allocCluster(cls)
+	off, err := d.allocCluster(cls)
+	if err != nil {
+		return err
+	}
 	oldOff, oldCls := d.rtOff, d.rtCls
 	nrt := make([]uint64, entries)
 	copy(nrt, d.rt)
