@@ -5,6 +5,7 @@ import (
 	"crypto/md5"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"io/fs"
 	"math/rand"
@@ -93,6 +94,9 @@ func TestQCOW2Read(t *testing.T) {
 			if v.conc {
 				checkConcurrentReads(t, d, want)
 			}
+			if got, exp := info.Allocated, qcow2MapAllocated(t, p); got != exp {
+				t.Fatalf("Allocated %d, qemu-img map says %d", got, exp)
+			}
 			if strings.Contains(v.opts, "zstd") != qcow2Has(info.Features, "compression zstd") {
 				t.Fatalf("features %v", info.Features)
 			}
@@ -177,8 +181,32 @@ func TestQCOW2ZeroAndSubclusters(t *testing.T) {
 			d := mustOpen(t, top, Options{ReadOnly: true})
 			qcow2Check(t, d, want, opts == "extended_l2=on")
 			qcow2CheckMap(t, d, want)
+			if got, exp := d.Info().Allocated, qcow2MapAllocated(t, top); got != exp {
+				t.Fatalf("Allocated %d, qemu-img map says %d", got, exp)
+			}
 		})
 	}
+}
+
+// qcow2MapAllocated sums the bytes qemu-img map reports as data stored
+// in the top image itself.
+func qcow2MapAllocated(t *testing.T, path string) int64 {
+	t.Helper()
+	var m []struct {
+		Length int64 `json:"length"`
+		Depth  int   `json:"depth"`
+		Data   bool  `json:"data"`
+	}
+	if err := json.Unmarshal(qemuImg(t, "map", "--output=json", "-f", "qcow2", path), &m); err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, e := range m {
+		if e.Depth == 0 && e.Data {
+			n += e.Length
+		}
+	}
+	return n
 }
 
 // qcow2CheckMap checks that Map says "not allocated" only where the disk
