@@ -72,6 +72,7 @@ var qcow2ReadVariants = []struct {
 	{"extl2-16k", "extended_l2=on,cluster_size=16384", false, "v3 extended_l2", true},
 	{"zlib", "compat=1.1", true, "v3", false},
 	{"zlib-v2-4k", "compat=0.10,cluster_size=4096", true, "v2", false},
+	{"prealloc-metadata", "preallocation=metadata,cluster_size=4096", false, "v3", false},
 	{"zstd-2M", "compression_type=zstd,cluster_size=2M", true, "v3", false},
 	{"zstd-extl2", "compression_type=zstd,extended_l2=on,cluster_size=32768", true, "v3 extended_l2", false},
 }
