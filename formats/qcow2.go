@@ -144,6 +144,7 @@ type qcow2Disk struct {
 	wbuf     []byte
 
 	allocBytes atomic.Int64 // cached Allocated, -2 when stale
+	allocGen   atomic.Int64 // bumped by every allocating write
 }
 
 var _ Mapper = (*qcow2Disk)(nil)
@@ -592,6 +593,13 @@ func (d *qcow2Disk) allocated() int64 {
 	if v := d.allocBytes.Load(); v != -2 {
 		return v
 	}
+	gen := d.allocGen.Load()
+	// Cache only a count no write raced with.
+	store := func(v int64) {
+		if d.allocGen.Load() == gen {
+			d.allocBytes.CompareAndSwap(-2, v)
+		}
+	}
 	d.mu.RLock()
 	tables := int64(0)
 	for _, e := range d.l1 {
@@ -601,7 +609,7 @@ func (d *qcow2Disk) allocated() int64 {
 	}
 	d.mu.RUnlock()
 	if tables*d.cs > 16<<20 {
-		d.allocBytes.Store(-1)
+		store(-1)
 		return -1
 	}
 	var total int64
@@ -615,7 +623,7 @@ func (d *qcow2Disk) allocated() int64 {
 		}
 		off += n
 	}
-	d.allocBytes.Store(total)
+	store(total)
 	return total
 }
 

@@ -162,7 +162,7 @@ func (d *qcow2Disk) writeCluster(p []byte, off int64) error {
 	if host, ok := d.inPlace(e, bm, in, int64(len(p))); ok {
 		return d.writeData(p, host+in)
 	}
-	d.allocBytes.Store(-2)
+	defer func() { d.allocGen.Add(1); d.allocBytes.Store(-2) }()
 	return d.allocWrite(p, off, e, bm)
 }
 
