@@ -1,10 +1,11 @@
 module vdflat
 
-go 1.24
+go 1.25
 
 require (
 	bazil.org/fuse v0.0.0-20200424023519-3c101025617f
 	github.com/dustin/go-humanize v1.0.1
+	github.com/klauspost/compress v1.20.4
 	github.com/ulikunitz/xz v0.5.17
 	github.com/urfave/cli/v2 v2.27.7
 )
