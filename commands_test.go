@@ -55,7 +55,7 @@ func TestInfoJSON(t *testing.T) {
 		}
 	}
 	text, err := vdflatCmd(t, "info", img)
-	if err != nil || !strings.Contains(text, "qcow2") || !strings.Contains(text, "5 MiB (5242880 bytes)") {
+	if err != nil || !strings.Contains(text, "qcow2") || !strings.Contains(text, "(5242880 bytes)") {
 		t.Fatalf("info text: %v\n%s", err, text)
 	}
 }

@@ -679,7 +679,12 @@ func flatten(d formats.Disk, out *os.File, sparse bool, h hash.Hash, prog *progr
 		if h != nil {
 			h.Write(chunk)
 		}
-		if !sparse || !isZero(chunk) {
+		switch {
+		case !sparse: // a pipe or terminal: write everything, in order
+			if _, err := out.Write(chunk); err != nil {
+				return err
+			}
+		case !isZero(chunk):
 			if _, err := out.WriteAt(chunk, off); err != nil {
 				return err
 			}

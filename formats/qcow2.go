@@ -16,6 +16,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -1054,3 +1055,9 @@ func (d *qcow2Disk) Map(off, length int64) (bool, int64, error) {
 }
 
 func qcow2RoundUp(n, m int64) int64 { return (n + m - 1) / m * m }
+
+// CanWrite: a dirty image must be repaired first and a corrupt one is
+// never written; any other qcow2 image can be.
+func (d *qcow2Disk) CanWrite() bool {
+	return !slices.Contains(d.features, "dirty") && !slices.Contains(d.features, "corrupt")
+}
