@@ -913,3 +913,39 @@ func isOpenBy(path string) bool {
 	}
 	return false
 }
+
+// A detached file stays readable through handles opened before; the
+// image is closed at the last release.
+func TestMountDetachWhileOpen(t *testing.T) {
+	img, data := mbrDisk(t, 1<<20)
+	m := startMount(t)
+	p := m.attach(t, img, "disk")
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, len(data))
+	if n, err := f.ReadAt(buf, 0); n != len(data) || !bytes.Equal(buf, data) {
+		t.Fatalf("read after detach: %d, %v", n, err)
+	}
+	f.Close()
+	for i := 0; isOpenBy(img) && i < 100; i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if isOpenBy(img) {
+		t.Fatal("the image is still open after the last handle of a detached file closed")
+	}
+}
+
+// -o ro mounts read-only: nothing can be attached; IMAGE arguments show.
+func TestMountReadOnlyMount(t *testing.T) {
+	img, _ := mbrDisk(t, 1<<20)
+	m := startMount(t, "-o", "ro", "--", img)
+	runTool(t, "", "cmp", img, filepath.Join(m.flat, "disk"))
+	wantErrno(t, "attach on a read-only mount", os.Symlink(img, filepath.Join(m.flat, "x")), syscall.EROFS)
+	_, err := os.OpenFile(filepath.Join(m.flat, "disk"), os.O_WRONLY, 0)
+	wantErrno(t, "write-open on a read-only mount", err, syscall.EROFS)
+}
