@@ -15,12 +15,24 @@ import (
 
 var _ Checker = (*vhdDisk)(nil)
 
-const vhdCheckMaxFindings = 100
+const (
+	vhdCheckMaxFindings = 100
+	vhdCheckMaxSpans    = 16 << 20 // 384 MiB of spans: a 32 TiB image of 2 MiB blocks
+)
 
-// vhdSpan is one structure of the file, [start, end).
+// vhdSpan is one structure of the file, [start, end): block table
+// entry id when id >= 0, else the metadata structure vhdSpanNames[-id-1].
+// No string per block: a large image has millions of them.
 type vhdSpan struct {
-	start, end int64
-	what       string
+	start, end, id int64
+}
+
+// vhdSpanName names a span for a finding.
+func vhdSpanName(s vhdSpan, names []string) string {
+	if s.id >= 0 {
+		return fmt.Sprintf("block table entry %d (block at %#x)", s.id, s.start)
+	}
+	return names[-s.id-1]
 }
 
 // Check implements Checker. A differencing image's parent is checked
@@ -133,11 +145,12 @@ func (d *vhdDisk) check() ([]string, error) {
 		return vhdCheckDone(findings, dropped), nil
 	}
 
+	names := []string{"the footer copy", "the dynamic header", "the block table", "the footer"}
 	spans := []vhdSpan{
-		{0, vhdFooterSize, "the footer copy"},
-		{hoff, hoff + vhdDynHeaderSize, "the dynamic header"},
-		{tableOff, tableOff + maxEntries*4, "the block table"},
-		{footerOff, fsize, "the footer"},
+		{0, vhdFooterSize, -1},
+		{hoff, hoff + vhdDynHeaderSize, -2},
+		{tableOff, tableOff + maxEntries*4, -3},
+		{footerOff, fsize, -4},
 	}
 	if d.diskType == vhdTypeDiff {
 		for i := 0; i < 8; i++ {
@@ -150,7 +163,8 @@ func (d *vhdDisk) check() ([]string, error) {
 				add("parent locator %d: %d bytes at %#x lie outside the file", i, n, loff)
 				continue
 			}
-			spans = append(spans, vhdSpan{int64(loff), int64(loff) + n, fmt.Sprintf("parent locator %d", i)})
+			names = append(names, fmt.Sprintf("parent locator %d", i))
+			spans = append(spans, vhdSpan{int64(loff), int64(loff) + n, -int64(len(names))})
 		}
 	}
 
@@ -176,33 +190,34 @@ func (d *vhdDisk) check() ([]string, error) {
 				add("block table entry %d: block at %#x (%d bytes) runs past the end of the file (%d bytes)", b, start, blockLen, fsize)
 				continue
 			}
-			spans = append(spans, vhdSpan{start, start + blockLen, fmt.Sprintf("block table entry %d (block at %#x)", b, start)})
+			if len(spans) >= vhdCheckMaxSpans {
+				return nil, unsupportedf("vhd", d.path, "more than %d allocated blocks to check", vhdCheckMaxSpans)
+			}
+			spans = append(spans, vhdSpan{start, start + blockLen, b})
 		}
 	}
-	for _, s := range vhdOverlaps(spans) {
-		add("%s", s)
-	}
+	vhdOverlaps(spans, func(a, b vhdSpan) {
+		add("%s overlaps %s", vhdSpanName(b, names), vhdSpanName(a, names))
+	})
 	return vhdCheckDone(findings, dropped), nil
 }
 
-// vhdOverlaps reports every structure that overlaps one before it in
-// file order.
-func vhdOverlaps(spans []vhdSpan) []string {
+// vhdOverlaps calls found(a, b) for every structure b that overlaps an
+// earlier one a in file order (a: the one reaching farthest).
+func vhdOverlaps(spans []vhdSpan, found func(a, b vhdSpan)) {
 	sort.SliceStable(spans, func(i, j int) bool { return spans[i].start < spans[j].start })
-	var out []string
 	reach := -1 // the span reaching farthest so far
 	for i, s := range spans {
 		if s.end <= s.start {
 			continue
 		}
 		if reach >= 0 && s.start < spans[reach].end {
-			out = append(out, fmt.Sprintf("%s overlaps %s", s.what, spans[reach].what))
+			found(spans[reach], s)
 		}
 		if reach < 0 || s.end > spans[reach].end {
 			reach = i
 		}
 	}
-	return out
 }
 
 func vhdCheckDone(findings []string, dropped int) []string {
