@@ -52,6 +52,7 @@ type qcow2Checker struct {
 	findings []string
 	dropped  int
 	refDiffs int
+	l1Budget int64 // bytes of snapshot L1 tables still to read
 }
 
 func (c *qcow2Checker) addf(format string, a ...any) {
@@ -325,6 +326,10 @@ func (c *qcow2Checker) snapshots() error {
 	be := binary.BigEndian
 	pos := off
 	var fixed [40]byte
+	// Every snapshot has its own L1 table in the file: together they
+	// cannot be larger than the file. This stops a crafted table whose
+	// snapshots all name one huge L1 table.
+	c.l1Budget = c.fsize
 	for i := int64(0); i < nb; i++ {
 		if pos+40 > c.fsize {
 			c.addf("snapshot table at %#x: entry %d runs past the end of the file", off, i)
@@ -338,6 +343,10 @@ func (c *qcow2Checker) snapshots() error {
 		extra := int64(be.Uint32(fixed[36:]))
 		if extra > 1<<20 {
 			c.addf("snapshot table at %#x: entry %d has %d bytes of extra data", off, i, extra)
+			break
+		}
+		if c.l1Budget -= l1n * 8; c.l1Budget < 0 {
+			c.addf("snapshot table at %#x: the snapshots' L1 tables are larger than the file", off)
 			break
 		}
 		if _, err := c.l1Table(l1off, l1n, fmt.Sprintf("snapshot %d L1 table", i)); err != nil {

@@ -132,3 +132,32 @@ func TestVHDCheckDamage(t *testing.T) {
 		})
 	}
 }
+
+func vhdCheckSeeds(t testing.TB) [][]byte {
+	var out [][]byte
+	for _, opts := range []string{"subformat=dynamic,force_size=on", "subformat=fixed,force_size=on"} {
+		b, err := os.ReadFile(vhdFixture(t, patternDisk(64<<10, 1), opts))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, b)
+	}
+	return append(out, vhdSampleBytes(t, "go-vhd/win8.vhd"))
+}
+
+func TestVHDCheckCrafted(t *testing.T) {
+	for i, seed := range vhdCheckSeeds(t) {
+		for _, v := range corruptVariants(seed, int64(i), 40) {
+			qcow2CheckTry(t, "c.vhd", v)
+		}
+	}
+}
+
+func FuzzVHDCheck(f *testing.F) {
+	for _, b := range vhdCheckSeeds(f) {
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		qcow2CheckTry(t, "f.vhd", data)
+	})
+}

@@ -327,6 +327,12 @@ func (c *vhdxChecker) bat() error {
 				continue
 			}
 			b := i - i/(ratio+1)
+			length := d.blockSize
+			if b < d.payloadBlocks {
+				length = d.blockEnd(b)
+			} else if state == vhdxFullyPresent || state == vhdxPartiallyPresent {
+				c.addf("BAT entry %d: payload block %d lies beyond the virtual size but is present", i, b)
+			}
 			switch state {
 			case vhdxNotPresent, vhdxUndefined, vhdxZero, vhdxUnmapped:
 			case vhdxPartiallyPresent:
@@ -334,9 +340,9 @@ func (c *vhdxChecker) bat() error {
 					c.addf("BAT entry %d: payload block %d is partially present in a disk without a parent", i, b)
 				}
 				partial = true
-				c.block(i, off, d.blockEnd(b), fmt.Sprintf("payload block %d", b))
+				c.block(i, off, length, fmt.Sprintf("payload block %d", b))
 			case vhdxFullyPresent:
-				c.block(i, off, d.blockEnd(b), fmt.Sprintf("payload block %d", b))
+				c.block(i, off, length, fmt.Sprintf("payload block %d", b))
 			default:
 				c.addf("BAT entry %d: payload block %d has invalid state %d", i, b, state)
 			}
