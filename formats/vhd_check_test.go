@@ -147,7 +147,7 @@ func vhdCheckSeeds(t testing.TB) [][]byte {
 
 func TestVHDCheckCrafted(t *testing.T) {
 	for i, seed := range vhdCheckSeeds(t) {
-		for _, v := range corruptVariants(seed, int64(i), 40) {
+		for _, v := range corruptVariants(seed, int64(i), 25) {
 			qcow2CheckTry(t, "c.vhd", v)
 		}
 	}
