@@ -190,11 +190,12 @@ func (d *qcow2Disk) check() ([]string, error) {
 	if err := c.compare(rt, buf); err != nil {
 		return c.findings, err
 	}
-	if c.refDiffs > 0 && h.Incompat&qcow2IncDirty != 0 {
-		c.addf("the image is marked dirty (lazy refcounts), which explains refcount differences; qemu-img check -r all repairs them")
-	}
 	if c.dropped > 0 {
 		c.findings = append(c.findings, fmt.Sprintf("%d more findings not listed", c.dropped))
+	}
+	if c.refDiffs > 0 && h.Incompat&qcow2IncDirty != 0 {
+		// Always listed: it explains the others.
+		c.findings = append(c.findings, "the image is marked dirty (lazy refcounts), which explains refcount differences; qemu-img check -r all repairs them")
 	}
 	return c.findings, nil
 }
