@@ -232,15 +232,15 @@ func (c *qcow2Checker) l1Table(off, entries int64, what string) ([]uint64, error
 		l1[i] = e
 		l2 := int64(e & qcow2OffMask)
 		if e&qcow2L1Reserved != 0 {
-			c.addf("%s entry %d (%#x) has reserved bits set", what, i, e)
+			c.addf("%s at %#x entry %d (%#x) has reserved bits set", what, off, i, e)
 		}
 		switch {
 		case l2 == 0:
 		case l2%d.cs != 0:
-			c.addf("%s entry %d: L2 table offset %#x is not cluster-aligned", what, i, l2)
+			c.addf("%s at %#x entry %d: L2 table offset %#x is not cluster-aligned", what, off, i, l2)
 			l1[i] = 0
 		case l2+d.cs > c.fsize:
-			c.addf("%s entry %d: L2 table offset %#x points past the end of the file", what, i, l2)
+			c.addf("%s at %#x entry %d: L2 table offset %#x points past the end of the file", what, off, i, l2)
 			l1[i] = 0
 		default:
 			c.count(l2, d.cs, qcow2UseL2, 1, "L2 table")
@@ -500,7 +500,7 @@ func (c *qcow2Checker) copiedFlags(l1 []uint64, buf []byte) error {
 		}
 		refs := c.expected(l2 >> d.cb)
 		if copied := e&qcow2Copied != 0; copied != (refs == 1) {
-			c.addf("active L1 table entry %d: L2 table at %#x has %d reference(s) but the copied flag is %s", i, l2, refs, qcow2OnOff(copied))
+			c.addf("active L1 table at %#x entry %d: L2 table at %#x has %d reference(s) but the copied flag is %s", d.h.L1Off, i, l2, refs, qcow2OnOff(copied))
 		}
 		if d.extData || seen[l2] {
 			continue

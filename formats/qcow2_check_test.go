@@ -245,6 +245,7 @@ func TestQCOW2CheckDamage(t *testing.T) {
 				t.Fatalf("qemu-img check finds no problem in the damaged image:\n%s", out)
 			}
 			f := qcow2CheckFindings(t, p)
+			t.Logf("findings: %q", f)
 			found := false
 			for _, s := range f {
 				found = found || strings.Contains(s, tc.want)

@@ -184,10 +184,10 @@ func (d *vhdDisk) check() ([]string, error) {
 			b := first + i
 			start := int64(e) * SectorSize
 			if b >= d.entries {
-				add("block table entry %d is beyond the virtual size but allocated (block at %#x)", b, start)
+				add("block table at %#x entry %d is beyond the virtual size but allocated (block at %#x)", tableOff, b, start)
 			}
 			if start+blockLen > fsize {
-				add("block table entry %d: block at %#x (%d bytes) runs past the end of the file (%d bytes)", b, start, blockLen, fsize)
+				add("block table at %#x entry %d: block at %#x (%d bytes) runs past the end of the file (%d bytes)", tableOff, b, start, blockLen, fsize)
 				continue
 			}
 			if len(spans) >= vhdCheckMaxSpans {

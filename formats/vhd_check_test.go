@@ -116,7 +116,7 @@ func TestVHDCheckDamage(t *testing.T) {
 		{"dynamic-header-checksum", hdr + 36, u32(be.Uint32(orig[hdr+36:]) + 1), []string{"dynamic header at 0x200: checksum"}},
 		{"bat-overlap", table + 4, u32(bat0), []string{"block table entry 1 (block at", "overlaps block table entry 0"}},
 		{"bat-on-table", table + 4, u32(uint32(table / 512)), []string{"block table entry 1 (block at", "overlaps the block table"}},
-		{"bat-past-eof", table, u32(0x7fffff00), []string{"block table entry 0: block at 0xfffffe0000", "runs past the end of the file"}},
+		{"bat-past-eof", table, u32(0x7fffff00), []string{"entry 0: block at 0xfffffe0000", "runs past the end of the file"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -124,6 +124,7 @@ func TestVHDCheckDamage(t *testing.T) {
 			copy(b[tc.off:], tc.bytes)
 			p := writeTemp(t, "disk.vhd", b)
 			f := vhdCheckFindings(t, p)
+			t.Logf("findings: %q", f)
 			for _, w := range tc.want {
 				if !vhdCheckHas(f, w) {
 					t.Fatalf("findings %q lack %q", f, w)

@@ -308,17 +308,17 @@ func (c *vhdxChecker) bat() error {
 			state := e & 7
 			off := int64(e >> 20 << 20)
 			if e&0xffff8 != 0 {
-				c.addf("BAT entry %d (%#x) has reserved bits set", i, e)
+				c.addf("BAT at %#x entry %d (%#x) has reserved bits set", d.batOff, i, e)
 			}
 			if i%(ratio+1) == ratio { // sector bitmap entry of chunk i/(ratio+1)
 				chunk := i / (ratio + 1)
 				switch {
 				case state == vhdxFullyPresent && !d.hasParent:
-					c.addf("BAT entry %d: sector bitmap block of chunk %d present in a disk without a parent", i, chunk)
+					c.addf("BAT at %#x entry %d: sector bitmap block of chunk %d present in a disk without a parent", d.batOff, i, chunk)
 				case state == vhdxNotPresent && partial:
-					c.addf("BAT entry %d: chunk %d has partially present blocks but no sector bitmap block", i, chunk)
+					c.addf("BAT at %#x entry %d: chunk %d has partially present blocks but no sector bitmap block", d.batOff, i, chunk)
 				case state != vhdxNotPresent && state != vhdxFullyPresent:
-					c.addf("BAT entry %d: sector bitmap block of chunk %d has invalid state %d", i, chunk, state)
+					c.addf("BAT at %#x entry %d: sector bitmap block of chunk %d has invalid state %d", d.batOff, i, chunk, state)
 				}
 				partial = false
 				if state == vhdxFullyPresent {
@@ -331,20 +331,20 @@ func (c *vhdxChecker) bat() error {
 			if b < d.payloadBlocks {
 				length = d.blockEnd(b)
 			} else if state == vhdxFullyPresent || state == vhdxPartiallyPresent {
-				c.addf("BAT entry %d: payload block %d lies beyond the virtual size but is present", i, b)
+				c.addf("BAT at %#x entry %d: payload block %d lies beyond the virtual size but is present", d.batOff, i, b)
 			}
 			switch state {
 			case vhdxNotPresent, vhdxUndefined, vhdxZero, vhdxUnmapped:
 			case vhdxPartiallyPresent:
 				if !d.hasParent {
-					c.addf("BAT entry %d: payload block %d is partially present in a disk without a parent", i, b)
+					c.addf("BAT at %#x entry %d: payload block %d is partially present in a disk without a parent", d.batOff, i, b)
 				}
 				partial = true
 				c.block(i, off, length, fmt.Sprintf("payload block %d", b))
 			case vhdxFullyPresent:
 				c.block(i, off, length, fmt.Sprintf("payload block %d", b))
 			default:
-				c.addf("BAT entry %d: payload block %d has invalid state %d", i, b, state)
+				c.addf("BAT at %#x entry %d: payload block %d has invalid state %d", d.batOff, i, b, state)
 			}
 		}
 	}
@@ -354,7 +354,7 @@ func (c *vhdxChecker) bat() error {
 // block checks that a block lies inside the file and records it.
 func (c *vhdxChecker) block(i, off, length int64, what string) {
 	if off < vhdxMiB || off > c.end || length > c.end-off {
-		c.addf("BAT entry %d: %s at %#x (%d bytes) lies outside the file (%d bytes)", i, what, off, length, c.end)
+		c.addf("BAT at %#x entry %d: %s at %#x (%d bytes) lies outside the file (%d bytes)", c.d.batOff, i, what, off, length, c.end)
 		return
 	}
 	if len(c.spans) < vhdxCheckMaxSpans {

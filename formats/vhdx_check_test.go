@@ -119,8 +119,8 @@ func TestVHDXCheckDamage(t *testing.T) {
 		{"region2-crc", vhdxRegion2Off + 1000, []byte{1}, "region table 2 at 0x40000: CRC-32C", false},
 		// qemu-img check 7.2 does not look for overlapping blocks.
 		{"bat-overlap", batOff + 8, u64(bat0), "overlaps BAT entry 0 (block at", false},
-		{"bat-past-eof", batOff, u64(1<<40 | vhdxFullyPresent), "BAT entry 0: payload block 0 at 0x10000000000 (1048576 bytes) lies outside the file", true},
-		{"bat-state", batOff, u64(bat0&^7 | 4), "BAT entry 0: payload block 0 has invalid state 4", false},
+		{"bat-past-eof", batOff, u64(1<<40 | vhdxFullyPresent), "entry 0: payload block 0 at 0x10000000000 (1048576 bytes) lies outside the file", true},
+		{"bat-state", batOff, u64(bat0&^7 | 4), "entry 0: payload block 0 has invalid state 4", false},
 		{"metadata-overlap", physical + 16, append([]byte(nil), orig[logical+16:logical+20]...), "metadata item physical sector size overlaps metadata item logical sector size", false},
 	}
 	for _, tc := range cases {
@@ -129,6 +129,7 @@ func TestVHDXCheckDamage(t *testing.T) {
 			copy(b[tc.off:], tc.bytes)
 			p := writeTemp(t, "disk.vhdx", b)
 			f := vhdxCheckFindings(t, p)
+			t.Logf("findings: %q", f)
 			if !vhdCheckHas(f, tc.want) {
 				t.Fatalf("findings %q lack %q", f, tc.want)
 			}
