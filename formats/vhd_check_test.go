@@ -1,0 +1,164 @@
+package formats
+
+import (
+	"encoding/binary"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// vhdCheckFindings opens path read-only and returns what Check finds.
+func vhdCheckFindings(t *testing.T, path string) []string {
+	t.Helper()
+	d, err := Open(path, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatalf("Open(%s): %v", path, err)
+	}
+	defer d.Close()
+	ck, ok := d.(Checker)
+	if !ok {
+		t.Fatalf("%s: %T does not implement Checker", path, d)
+	}
+	f, err := ck.Check()
+	if err != nil {
+		t.Fatalf("Check(%s): %v (findings %q)", path, err, f)
+	}
+	return f
+}
+
+func vhdCheckHas(findings []string, want string) bool {
+	for _, s := range findings {
+		if strings.Contains(s, want) {
+			return true
+		}
+	}
+	return false
+}
+
+func TestVHDCheckClean(t *testing.T) {
+	data := patternDisk(5<<20+7*512, 41)
+	cases := []struct {
+		name string
+		make func(t *testing.T) string
+	}{
+		{"dynamic", func(t *testing.T) string { return vhdFixture(t, data, "subformat=dynamic") }},
+		{"dynamic-force-size", func(t *testing.T) string { return vhdFixture(t, data, "subformat=dynamic,force_size=on") }},
+		{"fixed", func(t *testing.T) string { return vhdFixture(t, data, "subformat=fixed") }},
+		{"dynamic-qemu-io", func(t *testing.T) string {
+			p := filepath.Join(t.TempDir(), "io.vhd")
+			qemuImg(t, "create", "-f", "vpc", p, "9M")
+			qcow2QemuIO(t, "vpc", p, "write -P 0x11 0 3k", "write -P 0x12 6m 1m")
+			return p
+		}},
+		{"vdflat-writes", func(t *testing.T) string {
+			p := vhdFixture(t, make([]byte, 6<<20), "subformat=dynamic,force_size=on")
+			model := make([]byte, 6<<20)
+			w := mustOpen(t, p, Options{})
+			randomWrites(t, w, model, 30, 7)
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}},
+		{"windows-differencing", func(t *testing.T) string {
+			return sampleFile(t, "go-vhd/win8-child.vhd", "win8.vhd")
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if f := vhdCheckFindings(t, tc.make(t)); len(f) != 0 {
+				t.Fatalf("findings on a sound image: %q", f)
+			}
+		})
+	}
+}
+
+// TestVHDCheckSampleChecksums: dfvfs's sample has a bad checksum in both
+// footer copies (expected.tsv); the differencing child also in its
+// dynamic header.
+func TestVHDCheckSampleChecksums(t *testing.T) {
+	p := sampleFile(t, "dfvfs/image.vhd.gz")
+	f := vhdCheckFindings(t, p)
+	if !vhdCheckHas(f, "footer at 0x200a00: checksum 0xfffff683, computed 0xffffef25") || !vhdCheckHas(f, "footer copy at offset 0: checksum") {
+		t.Fatalf("image.vhd findings %q", f)
+	}
+	child := sampleFile(t, "dfvfs/image-differential.vhd.gz", "image.vhd.gz")
+	f = vhdCheckFindings(t, child)
+	if !vhdCheckHas(f, "dynamic header at 0x200: checksum 0xfffff476, computed 0xffffe9a5") || !vhdCheckHas(f, "parent ") {
+		t.Fatalf("image-differential.vhd findings %q", f)
+	}
+}
+
+func TestVHDCheckDamage(t *testing.T) {
+	src := vhdFixture(t, patternDisk(5<<20, 43), "subformat=dynamic,force_size=on")
+	orig, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	be := binary.BigEndian
+	footer := int64(len(orig)) - 512
+	hdr := int64(be.Uint64(orig[16:]))
+	table := int64(be.Uint64(orig[hdr+16:]))
+	bat0 := be.Uint32(orig[table:])
+	if bat0 == vhdUnallocated || be.Uint32(orig[table+4:]) == vhdUnallocated {
+		t.Fatal("fixture lacks blocks 0 and 1")
+	}
+	u32 := func(v uint32) []byte { return be.AppendUint32(nil, v) }
+	cases := []struct {
+		name  string
+		off   int64
+		bytes []byte
+		want  []string
+	}{
+		{"footer-checksum", footer + 64, u32(be.Uint32(orig[footer+64:]) ^ 0x10), []string{"footer at 0x", ": checksum", "footer copy at offset 0 differs"}},
+		{"footer-copy", 70, []byte{orig[70] ^ 0xff}, []string{"footer copy at offset 0: checksum", "footer copy at offset 0 differs from the footer"}},
+		{"dynamic-header-checksum", hdr + 36, u32(be.Uint32(orig[hdr+36:]) + 1), []string{"dynamic header at 0x200: checksum"}},
+		{"bat-overlap", table + 4, u32(bat0), []string{"block table entry 1 (block at", "overlaps block table entry 0"}},
+		{"bat-on-table", table + 4, u32(uint32(table / 512)), []string{"block table entry 1 (block at", "overlaps the block table"}},
+		{"bat-past-eof", table, u32(0x7fffff00), []string{"entry 0: block at 0xfffffe0000", "runs past the end of the file"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b := append([]byte(nil), orig...)
+			copy(b[tc.off:], tc.bytes)
+			p := writeTemp(t, "disk.vhd", b)
+			f := vhdCheckFindings(t, p)
+			t.Logf("findings: %q", f)
+			for _, w := range tc.want {
+				if !vhdCheckHas(f, w) {
+					t.Fatalf("findings %q lack %q", f, w)
+				}
+			}
+		})
+	}
+}
+
+func vhdCheckSeeds(t testing.TB) [][]byte {
+	var out [][]byte
+	for _, opts := range []string{"subformat=dynamic,force_size=on", "subformat=fixed,force_size=on"} {
+		b, err := os.ReadFile(vhdFixture(t, patternDisk(64<<10, 1), opts))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, b)
+	}
+	return append(out, vhdSampleBytes(t, "go-vhd/win8.vhd"))
+}
+
+func TestVHDCheckCrafted(t *testing.T) {
+	for i, seed := range vhdCheckSeeds(t) {
+		for _, v := range corruptVariants(seed, int64(i), 25) {
+			qcow2CheckTry(t, "c.vhd", v)
+		}
+	}
+}
+
+func FuzzVHDCheck(f *testing.F) {
+	for _, b := range vhdCheckSeeds(f) {
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		qcow2CheckTry(t, "f.vhd", data)
+	})
+}
