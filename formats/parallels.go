@@ -522,38 +522,21 @@ func (d *parallelsDisk) pwrite(b []byte, off int64) error {
 }
 
 func (d *parallelsDisk) Map(off, length int64) (bool, int64, error) {
-	if off < 0 || off%SectorSize != 0 || off >= d.size {
-		return false, 0, fmt.Errorf("%w: map offset %d", ErrInvalid, off)
-	}
-	length = max(SectorSize, min(length, d.size-off))
-	var state, first = false, true
-	var n int64
-	for n < length {
-		pos := off + n
-		step := min(d.clusterSize-pos%d.clusterSize, length-n)
-		e, err := d.entry(pos / d.clusterSize)
+	return mapRuns(off, length, d.size, d.parent, func(pos, limit int64) (mapState, int64, error) {
+		i := pos / d.clusterSize
+		if i >= d.batLen { // past the BAT: nothing stored up to the end
+			return mapBacking, limit, nil
+		}
+		e, err := d.entry(i)
 		if err != nil {
-			return false, 0, err
+			return 0, 0, err
 		}
-		alloc := e != 0
-		if !alloc && d.parent != nil && pos < d.parent.Size() {
-			alloc = true
-			if m, ok := d.parent.(Mapper); ok {
-				var pn int64
-				if alloc, pn, err = m.Map(pos, min(step, d.parent.Size()-pos)); err != nil {
-					return false, 0, err
-				}
-				step = min(step, pn)
-			}
+		step := min(d.clusterSize-pos%d.clusterSize, limit)
+		if e == 0 {
+			return mapBacking, step, nil
 		}
-		if first {
-			state, first = alloc, false
-		} else if alloc != state {
-			break
-		}
-		n += step
-	}
-	return state, n, nil
+		return mapData, step, nil
+	})
 }
 
 func (d *parallelsDisk) Flush() error {

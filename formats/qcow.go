@@ -153,9 +153,17 @@ func (d *qcow1Disk) readTable(off, n int64) ([]uint64, error) {
 
 // entry returns the L2 entry of virtual cluster vc (0 = unallocated).
 func (d *qcow1Disk) entry(vc int64) (uint64, error) {
-	l1i := vc >> d.l2Bits
+	l2, err := d.l2Table(vc >> d.l2Bits)
+	if l2 == nil {
+		return 0, err
+	}
+	return l2[vc&(int64(1)<<d.l2Bits-1)], nil
+}
+
+// l2Table returns L2 table l1i, nil when it is not allocated.
+func (d *qcow1Disk) l2Table(l1i int64) ([]uint64, error) {
 	if l1i >= d.l1Len {
-		return 0, nil
+		return nil, nil
 	}
 	page := l1i / qcow1L1PageLen
 	l1, ok := d.l1.Get(page)
@@ -163,27 +171,27 @@ func (d *qcow1Disk) entry(vc int64) (uint64, error) {
 		start := page * qcow1L1PageLen
 		var err error
 		if l1, err = d.readTable(d.l1Off+start*8, min(qcow1L1PageLen, d.l1Len-start)); err != nil {
-			return 0, err
+			return nil, err
 		}
 		d.l1.Put(page, l1)
 	}
 	l2Off := l1[l1i%qcow1L1PageLen]
 	if l2Off == 0 {
-		return 0, nil
+		return nil, nil
 	}
 	l2Len := int64(1) << d.l2Bits
 	l2, ok := d.l2.Get(int64(l2Off))
 	if !ok {
 		if l2Off > uint64(d.fileSize) || uint64(l2Len*8) > uint64(d.fileSize)-l2Off {
-			return 0, corruptf("qcow", d.path, d.l1Off+l1i*8, "L2 table offset %#x outside the file", l2Off)
+			return nil, corruptf("qcow", d.path, d.l1Off+l1i*8, "L2 table offset %#x outside the file", l2Off)
 		}
 		var err error
 		if l2, err = d.readTable(int64(l2Off), l2Len); err != nil {
-			return 0, err
+			return nil, err
 		}
 		d.l2.Put(int64(l2Off), l2)
 	}
-	return l2[vc&(l2Len-1)], nil
+	return l2, nil
 }
 
 func (d *qcow1Disk) Size() int64 { return d.size }
@@ -298,40 +306,22 @@ func (d *qcow1Disk) WriteAt(p []byte, off int64) (int, error) {
 }
 
 func (d *qcow1Disk) Map(off, length int64) (bool, int64, error) {
-	if off < 0 || off%SectorSize != 0 || off >= d.size {
-		return false, 0, fmt.Errorf("%w: map offset %d", ErrInvalid, off)
-	}
-	length = max(SectorSize, min(length, d.size-off))
-	var state, first = false, true
-	var n int64
-	for n < length {
-		pos := off + n
-		step := min(d.clusterSize-pos&(d.clusterSize-1), length-n)
-		e, err := d.entry(pos >> d.clusterBits)
+	return mapRuns(off, length, d.size, d.parent, func(pos, limit int64) (mapState, int64, error) {
+		vc := pos >> d.clusterBits
+		l2, err := d.l2Table(vc >> d.l2Bits)
 		if err != nil {
-			return false, 0, err
+			return 0, 0, err
 		}
-		alloc := e != 0
-		if !alloc && d.parent != nil {
-			if m, ok := d.parent.(Mapper); ok && pos < d.parent.Size() {
-				var pn int64
-				alloc, pn, err = m.Map(pos, min(step, d.parent.Size()-pos))
-				if err != nil {
-					return false, 0, err
-				}
-				step = min(step, pn)
-			} else {
-				alloc = pos < d.parent.Size()
-			}
+		if l2 == nil { // no L2 table: its whole span is unallocated
+			span := d.clusterSize << d.l2Bits
+			return mapBacking, min(span-pos&(span-1), limit), nil
 		}
-		if first {
-			state, first = alloc, false
-		} else if alloc != state {
-			break
+		step := min(d.clusterSize-pos&(d.clusterSize-1), limit)
+		if l2[vc&(int64(1)<<d.l2Bits-1)] == 0 {
+			return mapBacking, step, nil
 		}
-		n += step
-	}
-	return state, n, nil
+		return mapData, step, nil
+	})
 }
 
 func (d *qcow1Disk) Flush() error { return nil }

@@ -555,38 +555,24 @@ func (d *qedDisk) pwrite(b []byte, off int64) error {
 }
 
 func (d *qedDisk) Map(off, length int64) (bool, int64, error) {
-	if off < 0 || off%SectorSize != 0 || off >= d.size {
-		return false, 0, fmt.Errorf("%w: map offset %d", ErrInvalid, off)
-	}
-	length = max(SectorSize, min(length, d.size-off))
-	var state, first = false, true
-	var n int64
-	for n < length {
-		pos := off + n
-		step := min(d.clusterSize-pos&(d.clusterSize-1), length-n)
-		_, e, err := d.lookup(pos >> d.clusterBits)
+	return mapRuns(off, length, d.size, d.parent, func(pos, limit int64) (mapState, int64, error) {
+		l2Off, e, err := d.lookup(pos >> d.clusterBits)
 		if err != nil {
-			return false, 0, err
+			return 0, 0, err
 		}
-		alloc := e > qedZeroCluster
-		if e == 0 && d.parent != nil && pos < d.parent.Size() {
-			alloc = true
-			if m, ok := d.parent.(Mapper); ok {
-				var pn int64
-				if alloc, pn, err = m.Map(pos, min(step, d.parent.Size()-pos)); err != nil {
-					return false, 0, err
-				}
-				step = min(step, pn)
-			}
+		if l2Off == 0 { // no L2 table: its whole span is unallocated
+			span := d.tableLen * d.clusterSize
+			return mapBacking, min(span-pos%span, limit), nil
 		}
-		if first {
-			state, first = alloc, false
-		} else if alloc != state {
-			break
+		step := min(d.clusterSize-pos&(d.clusterSize-1), limit)
+		switch e {
+		case 0:
+			return mapBacking, step, nil
+		case qedZeroCluster:
+			return mapZero, step, nil
 		}
-		n += step
-	}
-	return state, n, nil
+		return mapData, step, nil
+	})
 }
 
 // Flush makes data and tables durable, then clears the need-check bit.
