@@ -2,7 +2,11 @@ package formats
 
 // Helpers shared by the cluster-table formats (qcow, QED, Parallels, ...).
 
-import "fmt"
+import (
+	"encoding/binary"
+	"fmt"
+	"os"
+)
 
 // mapState is what a range of a cluster-table image holds.
 type mapState int
@@ -54,4 +58,103 @@ func mapRuns(off, length, size int64, parent Disk, at func(pos, limit int64) (ma
 		n += step
 	}
 	return state, n, nil
+}
+
+// clampRead checks a ReadAt request on a disk of size bytes and returns
+// the part of p inside the disk (empty when none) after clearing the part
+// past the end, which reads as zeros.
+func clampRead(p []byte, off, size int64) ([]byte, error) {
+	if err := checkIO(p, off); err != nil {
+		return nil, err
+	}
+	if off >= size {
+		clear(p)
+		return p[:0], nil
+	}
+	if rem := size - off; int64(len(p)) > rem {
+		clear(p[rem:])
+		p = p[:rem]
+	}
+	return p, nil
+}
+
+// clampWrite checks a WriteAt request on a disk of size bytes and returns
+// the part of p inside the disk (empty when none): bytes past the end are
+// ignored.
+func clampWrite(p []byte, off, size int64, readOnly bool) ([]byte, error) {
+	if err := checkIO(p, off); err != nil {
+		return nil, err
+	}
+	if readOnly {
+		return nil, ErrReadOnly
+	}
+	if off >= size {
+		return p[:0], nil
+	}
+	if rem := size - off; int64(len(p)) > rem {
+		p = p[:rem]
+	}
+	return p, nil
+}
+
+// readClusters fills p, which starts at virtual offset off, cluster by
+// cluster. lookup returns the file offset holding the bytes of chunk (the
+// part of one cluster at pos), or -1 after filling chunk itself (zeros,
+// a parent's data, a decompressed cluster). Chunks stored one after
+// another in the file are read with one call of read.
+func readClusters(p []byte, off, clusterSize int64, read func(b []byte, fileOff int64) error,
+	lookup func(pos int64, chunk []byte) (int64, error)) error {
+	runStart, runOff := 0, int64(-1) // pending run: p[runStart:done] at file offset runOff
+	for done := 0; done < len(p); {
+		pos := off + int64(done)
+		chunk := p[done:min(len(p), done+int(clusterSize-pos%clusterSize))]
+		fo, err := lookup(pos, chunk)
+		if err != nil {
+			return err
+		}
+		if fo < 0 || runOff < 0 || runOff+int64(done-runStart) != fo {
+			if runOff >= 0 {
+				if err := read(p[runStart:done], runOff); err != nil {
+					return err
+				}
+			}
+			runStart, runOff = done, fo
+		}
+		done += len(chunk)
+	}
+	if runOff >= 0 {
+		return read(p[runStart:], runOff)
+	}
+	return nil
+}
+
+// openDisk opens the file of an image (read-only when readOnly) and hands
+// it to load, closing it again when load fails.
+func openDisk[D Disk](path string, readOnly bool, load func(f *os.File) (D, error)) (Disk, error) {
+	f, err := openFile(path, readOnly)
+	if err != nil {
+		return nil, err
+	}
+	d, err := load(f)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// isZero reports whether b holds only zero bytes.
+func isZero(b []byte) bool {
+	for len(b) >= 8 {
+		if binary.LittleEndian.Uint64(b) != 0 {
+			return false
+		}
+		b = b[8:]
+	}
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }

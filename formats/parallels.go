@@ -118,17 +118,13 @@ var _ Mapper = (*parallelsDisk)(nil)
 // parallelsOpenImage opens one expanding image; parent, when not nil,
 // backs its unallocated clusters and is closed with it.
 func parallelsOpenImage(path string, readOnly bool, parent Disk) (Disk, error) {
-	f, err := openFile(path, readOnly)
-	if err != nil {
-		return nil, err
-	}
-	d, err := parallelsParse(f, path, readOnly)
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	d.parent = parent
-	return d, nil
+	return openDisk(path, readOnly, func(f *os.File) (*parallelsDisk, error) {
+		d, err := parallelsParse(f, path, readOnly)
+		if err == nil {
+			d.parent = parent
+		}
+		return d, err
+	})
 }
 
 func parallelsParse(f *os.File, path string, readOnly bool) (*parallelsDisk, error) {
@@ -254,63 +250,27 @@ func (d *parallelsDisk) clusterOff(i int64, e uint32) (int64, error) {
 func (d *parallelsDisk) Size() int64 { return d.size }
 
 func (d *parallelsDisk) ReadAt(p []byte, off int64) (int, error) {
-	if err := checkIO(p, off); err != nil {
+	n := len(p)
+	p, err := clampRead(p, off, d.size)
+	if err != nil {
 		return 0, err
 	}
-	n := len(p)
-	if off >= d.size {
-		clear(p)
-		return n, nil
-	}
-	if rem := d.size - off; int64(len(p)) > rem {
-		clear(p[rem:])
-		p = p[:rem]
-	}
-	var runBuf []byte
-	var runFile int64 = -1
-	flush := func() error {
-		if runFile >= 0 {
-			if err := d.readData(runBuf, runFile); err != nil {
-				return err
-			}
-		}
-		runFile = -1
-		return nil
-	}
-	for done := 0; done < len(p); {
-		pos := off + int64(done)
+	err = readClusters(p, off, d.clusterSize, d.readData, func(pos int64, chunk []byte) (int64, error) {
 		i := pos / d.clusterSize
-		in := pos % d.clusterSize
-		chunk := p[done:min(len(p), done+int(d.clusterSize-in))]
 		e, err := d.entry(i)
 		if err != nil {
 			return 0, err
 		}
 		if e == 0 {
-			if err := flush(); err != nil {
-				return 0, err
-			}
-			if err := qcow1ReadBacking(d.parent, chunk, pos); err != nil {
-				return 0, err
-			}
-		} else {
-			co, err := d.clusterOff(i, e)
-			if err != nil {
-				return 0, err
-			}
-			fo := co + in
-			if runFile >= 0 && runFile+int64(len(runBuf)) == fo {
-				runBuf = p[done-len(runBuf) : done+len(chunk)]
-			} else {
-				if err := flush(); err != nil {
-					return 0, err
-				}
-				runFile, runBuf = fo, chunk
-			}
+			return -1, qcow1ReadBacking(d.parent, chunk, pos)
 		}
-		done += len(chunk)
-	}
-	if err := flush(); err != nil {
+		co, err := d.clusterOff(i, e)
+		if err != nil {
+			return 0, err
+		}
+		return co + pos%d.clusterSize, nil
+	})
+	if err != nil {
 		return 0, err
 	}
 	return n, nil
@@ -331,18 +291,13 @@ func (d *parallelsDisk) readData(p []byte, off int64) error {
 }
 
 func (d *parallelsDisk) WriteAt(p []byte, off int64) (int, error) {
-	if err := checkIO(p, off); err != nil {
+	n := len(p)
+	p, err := clampWrite(p, off, d.size, d.readOnly)
+	if err != nil {
 		return 0, err
 	}
-	if d.readOnly {
-		return 0, ErrReadOnly
-	}
-	n := len(p)
-	if off >= d.size {
+	if len(p) == 0 {
 		return n, nil
-	}
-	if rem := d.size - off; int64(len(p)) > rem {
-		p = p[:rem]
 	}
 	if err := d.markInUse(); err != nil {
 		return 0, err

@@ -59,19 +59,13 @@ var _ Mapper = (*qcow1Disk)(nil)
 
 func qcow1Open(path string, opt Options) (Disk, error) {
 	// qcow v1 is read-only in vdflat whatever the options say.
-	f, err := openFile(path, true)
-	if err != nil {
-		return nil, err
-	}
-	d, err := qcow1Parse(f, path)
-	if err == nil && d.backing != "" {
-		d.parent, err = openParent(path, d.backing, opt)
-	}
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	return d, nil
+	return openDisk(path, true, func(f *os.File) (*qcow1Disk, error) {
+		d, err := qcow1Parse(f, path)
+		if err == nil && d.backing != "" {
+			d.parent, err = openParent(path, d.backing, opt)
+		}
+		return d, err
+	})
 }
 
 func qcow1Parse(f *os.File, path string) (*qcow1Disk, error) {
@@ -197,77 +191,36 @@ func (d *qcow1Disk) l2Table(l1i int64) ([]uint64, error) {
 func (d *qcow1Disk) Size() int64 { return d.size }
 
 func (d *qcow1Disk) ReadAt(p []byte, off int64) (int, error) {
-	if err := checkIO(p, off); err != nil {
+	n := len(p)
+	p, err := clampRead(p, off, d.size)
+	if err != nil {
 		return 0, err
 	}
-	n := len(p)
-	if off >= d.size {
-		clear(p)
-		return n, nil
-	}
-	if rem := d.size - off; int64(len(p)) > rem {
-		clear(p[rem:])
-		p = p[:rem]
-	}
-	// A run of clusters stored one after another in the file is read with
-	// one pread.
-	var runBuf []byte
-	var runFile int64 = -1
-	flush := func() error {
-		if runFile >= 0 {
-			if err := readFullAt(d.f, runBuf, runFile, "qcow", d.path); err != nil {
-				return err
-			}
-		}
-		runFile = -1
-		return nil
-	}
-	for done := 0; done < len(p); {
-		pos := off + int64(done)
+	read := func(b []byte, fo int64) error { return readFullAt(d.f, b, fo, "qcow", d.path) }
+	err = readClusters(p, off, d.clusterSize, read, func(pos int64, chunk []byte) (int64, error) {
 		vc := pos >> d.clusterBits
 		in := pos & (d.clusterSize - 1)
-		chunk := p[done:min(len(p), done+int(d.clusterSize-in))]
 		e, err := d.entry(vc)
-		if err != nil {
-			return 0, err
-		}
 		switch {
+		case err != nil:
+			return 0, err
 		case e == 0:
-			if err := flush(); err != nil {
-				return 0, err
-			}
-			if err := qcow1ReadBacking(d.parent, chunk, pos); err != nil {
-				return 0, err
-			}
+			return -1, qcow1ReadBacking(d.parent, chunk, pos)
 		case e&qcow1Compressed != 0:
-			if err := flush(); err != nil {
-				return 0, err
-			}
 			data, err := d.cluster(e)
 			if err != nil {
 				return 0, err
 			}
 			copy(chunk, data[in:])
-		default:
-			if e%SectorSize != 0 {
-				return 0, corruptf("qcow", d.path, -1, "cluster %d at unaligned offset %#x", vc, e)
-			}
-			fo := int64(e) + in
-			if e > uint64(d.fileSize) {
-				return 0, corruptf("qcow", d.path, -1, "cluster %d at %#x past the end of the file", vc, e)
-			}
-			if runFile >= 0 && runFile+int64(len(runBuf)) == fo {
-				runBuf = p[done-len(runBuf) : done+len(chunk)]
-			} else {
-				if err := flush(); err != nil {
-					return 0, err
-				}
-				runFile, runBuf = fo, chunk
-			}
+			return -1, nil
+		case e%SectorSize != 0:
+			return 0, corruptf("qcow", d.path, -1, "cluster %d at unaligned offset %#x", vc, e)
+		case e > uint64(d.fileSize):
+			return 0, corruptf("qcow", d.path, -1, "cluster %d at %#x past the end of the file", vc, e)
 		}
-		done += len(chunk)
-	}
-	if err := flush(); err != nil {
+		return int64(e) + in, nil
+	})
+	if err != nil {
 		return 0, err
 	}
 	return n, nil

@@ -76,19 +76,13 @@ type qedDisk struct {
 var _ Mapper = (*qedDisk)(nil)
 
 func qedOpen(path string, opt Options) (Disk, error) {
-	f, err := openFile(path, opt.ReadOnly)
-	if err != nil {
-		return nil, err
-	}
-	d, err := qedParse(f, path, opt.ReadOnly)
-	if err == nil && d.backing != "" {
-		d.parent, err = qedOpenBacking(path, d.backing, d.backingRaw, opt)
-	}
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	return d, nil
+	return openDisk(path, opt.ReadOnly, func(f *os.File) (*qedDisk, error) {
+		d, err := qedParse(f, path, opt.ReadOnly)
+		if err == nil && d.backing != "" {
+			d.parent, err = qedOpenBacking(path, d.backing, d.backingRaw, opt)
+		}
+		return d, err
+	})
 }
 
 // qedOpenBacking opens the backing file; with the no-probe feature it is
@@ -307,82 +301,39 @@ func (d *qedDisk) lookup(vc int64) (l2Off uint64, e uint64, err error) {
 func (d *qedDisk) Size() int64 { return d.size }
 
 func (d *qedDisk) ReadAt(p []byte, off int64) (int, error) {
-	if err := checkIO(p, off); err != nil {
+	n := len(p)
+	p, err := clampRead(p, off, d.size)
+	if err != nil {
 		return 0, err
 	}
-	n := len(p)
-	if off >= d.size {
-		clear(p)
-		return n, nil
-	}
-	if rem := d.size - off; int64(len(p)) > rem {
-		clear(p[rem:])
-		p = p[:rem]
-	}
-	var runBuf []byte
-	var runFile int64 = -1
-	flush := func() error {
-		if runFile >= 0 {
-			if err := readFullAt(d.f, runBuf, runFile, "qed", d.path); err != nil {
-				return err
-			}
-		}
-		runFile = -1
-		return nil
-	}
-	for done := 0; done < len(p); {
-		pos := off + int64(done)
-		in := pos & (d.clusterSize - 1)
-		chunk := p[done:min(len(p), done+int(d.clusterSize-in))]
+	read := func(b []byte, fo int64) error { return readFullAt(d.f, b, fo, "qed", d.path) }
+	err = readClusters(p, off, d.clusterSize, read, func(pos int64, chunk []byte) (int64, error) {
 		_, e, err := d.lookup(pos >> d.clusterBits)
-		if err != nil {
+		switch {
+		case err != nil:
 			return 0, err
+		case e == 0:
+			return -1, qcow1ReadBacking(d.parent, chunk, pos)
+		case e == qedZeroCluster:
+			clear(chunk)
+			return -1, nil
 		}
-		switch e {
-		case 0, qedZeroCluster:
-			if err := flush(); err != nil {
-				return 0, err
-			}
-			if e == 0 {
-				err = qcow1ReadBacking(d.parent, chunk, pos)
-			} else {
-				clear(chunk)
-			}
-			if err != nil {
-				return 0, err
-			}
-		default:
-			fo := int64(e) + in
-			if runFile >= 0 && runFile+int64(len(runBuf)) == fo {
-				runBuf = p[done-len(runBuf) : done+len(chunk)]
-			} else {
-				if err := flush(); err != nil {
-					return 0, err
-				}
-				runFile, runBuf = fo, chunk
-			}
-		}
-		done += len(chunk)
-	}
-	if err := flush(); err != nil {
+		return int64(e) + pos&(d.clusterSize-1), nil
+	})
+	if err != nil {
 		return 0, err
 	}
 	return n, nil
 }
 
 func (d *qedDisk) WriteAt(p []byte, off int64) (int, error) {
-	if err := checkIO(p, off); err != nil {
+	n := len(p)
+	p, err := clampWrite(p, off, d.size, d.readOnly)
+	if err != nil {
 		return 0, err
 	}
-	if d.readOnly {
-		return 0, ErrReadOnly
-	}
-	n := len(p)
-	if off >= d.size {
+	if len(p) == 0 {
 		return n, nil
-	}
-	if rem := d.size - off; int64(len(p)) > rem {
-		p = p[:rem]
 	}
 	if !d.prepared.Load() {
 		d.allocMu.Lock()
