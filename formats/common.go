@@ -158,3 +158,17 @@ func isZero(b []byte) bool {
 	}
 	return true
 }
+
+// closeChain closes an image's file, then its parent (when not nil), and
+// returns err or else the first error of those closes.
+func closeChain(err error, f *os.File, parent Disk) error {
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if parent != nil {
+		if perr := parent.Close(); err == nil {
+			err = perr
+		}
+	}
+	return err
+}

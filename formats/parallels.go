@@ -517,15 +517,7 @@ func (d *parallelsDisk) Close() error {
 		}
 		d.allocMu.Unlock()
 	}
-	if cerr := d.f.Close(); err == nil {
-		err = cerr
-	}
-	if d.parent != nil {
-		if perr := d.parent.Close(); err == nil {
-			err = perr
-		}
-	}
-	return err
+	return closeChain(err, d.f, d.parent)
 }
 
 func (d *parallelsDisk) Info() Info {

@@ -280,13 +280,7 @@ func (d *qcow1Disk) Map(off, length int64) (bool, int64, error) {
 func (d *qcow1Disk) Flush() error { return nil }
 
 func (d *qcow1Disk) Close() error {
-	err := d.f.Close()
-	if d.parent != nil {
-		if perr := d.parent.Close(); err == nil {
-			err = perr
-		}
-	}
-	return err
+	return closeChain(nil, d.f, d.parent)
 }
 
 func (d *qcow1Disk) Info() Info {

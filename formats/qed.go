@@ -546,16 +546,7 @@ func (d *qedDisk) Flush() error {
 }
 
 func (d *qedDisk) Close() error {
-	err := d.Flush()
-	if cerr := d.f.Close(); err == nil {
-		err = cerr
-	}
-	if d.parent != nil {
-		if perr := d.parent.Close(); err == nil {
-			err = perr
-		}
-	}
-	return err
+	return closeChain(d.Flush(), d.f, d.parent)
 }
 
 func (d *qedDisk) Info() Info {

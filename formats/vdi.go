@@ -855,16 +855,7 @@ func (d *vdiDisk) Flush() error {
 
 func (d *vdiDisk) Close() error {
 	d.closeOnce.Do(func() {
-		err := d.Flush()
-		if cerr := d.f.Close(); err == nil {
-			err = cerr
-		}
-		if d.parent != nil {
-			if perr := d.parent.Close(); err == nil {
-				err = perr
-			}
-		}
-		d.closeErr = err
+		d.closeErr = closeChain(d.Flush(), d.f, d.parent)
 	})
 	return d.closeErr
 }

@@ -1076,16 +1076,7 @@ func (d *vhdDisk) Flush() error {
 }
 
 func (d *vhdDisk) Close() error {
-	err := d.Flush()
-	if cerr := d.f.Close(); err == nil {
-		err = cerr
-	}
-	if d.parent != nil {
-		if perr := d.parent.Close(); err == nil {
-			err = perr
-		}
-	}
-	return err
+	return closeChain(d.Flush(), d.f, d.parent)
 }
 
 func (d *vhdDisk) Info() Info {

@@ -810,7 +810,7 @@ func (s *vmdkSparse) mapAt(off, length int64) (int, int64, error) {
 	if st == vmdkCompressed {
 		st = vmdkData
 	}
-	for n < length && off+n < s.capacity {
+	for steps := 0; n < length && off+n < s.capacity && steps < mapMaxSteps; steps++ {
 		st2, _, err := s.lookup(g + (in+n)/s.grainSize)
 		if err != nil {
 			return 0, 0, err
