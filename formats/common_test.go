@@ -3,6 +3,7 @@ package formats
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -351,4 +352,70 @@ func commonMeasure(p string, buf []byte) (alloc uint64, took time.Duration, err 
 	took = time.Since(start)
 	runtime.ReadMemStats(&m1)
 	return m1.TotalAlloc - m0.TotalAlloc, took, err
+}
+
+// TestMapRunsAgainstQemu walks Map over whole qcow, QED and Parallels
+// disks with holes (pattern data has zero runs that qemu-img convert
+// leaves unallocated) and compares it with `qemu-img map`.
+func TestMapRunsAgainstQemu(t *testing.T) {
+	for _, name := range []string{"qcow", "qed", "parallels", "qed-over-qcow"} {
+		t.Run(name, func(t *testing.T) {
+			const size = 5<<20 + 3*512
+			fmtName, base, _ := strings.Cut(name, "-over-")
+			p := filepath.Join(t.TempDir(), "disk."+fmtName)
+			var opts []string
+			if fmtName == "parallels" {
+				opts = []string{"-o", "cluster_size=64k"} // the 1 MiB default leaves no hole
+			}
+			if base == "" {
+				if err := os.WriteFile(p, commonFixture(t, fmtName, size, opts...), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				// A child holding a little data over a parent with holes.
+				bp := p + ".base"
+				if err := os.WriteFile(bp, commonFixture(t, base, size), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				qemuImg(t, "create", "-q", "-f", fmtName, "-b", bp, "-F", base, p)
+				run(t, "qemu-io", "-f", fmtName, "-c", "write -P 7 3M 64k", p)
+			}
+			var runs []struct {
+				Start, Length int64
+				Data          bool
+			}
+			if err := json.Unmarshal(qemuImg(t, "map", "--output=json", "-f", fmtName, p), &runs); err != nil {
+				t.Fatal(err)
+			}
+			want := make([]bool, size/SectorSize)
+			for _, r := range runs {
+				for s := r.Start / SectorSize; s < (r.Start+r.Length)/SectorSize && s < int64(len(want)); s++ {
+					want[s] = r.Data
+				}
+			}
+			d := mustOpen(t, p, Options{ReadOnly: true})
+			m := d.(Mapper)
+			var holes, data int
+			for off := int64(0); off < d.Size(); {
+				alloc, n, err := m.Map(off, d.Size()-off)
+				if err != nil || n < SectorSize || n%SectorSize != 0 {
+					t.Fatalf("Map(%d) = %v, %d, %v", off, alloc, n, err)
+				}
+				for s := off / SectorSize; s < (off+n)/SectorSize; s++ {
+					if want[s] != alloc {
+						t.Fatalf("sector %d: Map says allocated=%v, qemu-img map says %v", s, alloc, want[s])
+					}
+				}
+				if alloc {
+					data++
+				} else {
+					holes++
+				}
+				off += n
+			}
+			if holes == 0 || data == 0 {
+				t.Fatalf("fixture has %d data runs and %d holes; want both", data, holes)
+			}
+		})
+	}
 }
