@@ -118,17 +118,13 @@ var _ Mapper = (*parallelsDisk)(nil)
 // parallelsOpenImage opens one expanding image; parent, when not nil,
 // backs its unallocated clusters and is closed with it.
 func parallelsOpenImage(path string, readOnly bool, parent Disk) (Disk, error) {
-	f, err := openFile(path, readOnly)
-	if err != nil {
-		return nil, err
-	}
-	d, err := parallelsParse(f, path, readOnly)
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	d.parent = parent
-	return d, nil
+	return openDisk(path, readOnly, func(f *os.File) (*parallelsDisk, error) {
+		d, err := parallelsParse(f, path, readOnly)
+		if err == nil {
+			d.parent = parent
+		}
+		return d, err
+	})
 }
 
 func parallelsParse(f *os.File, path string, readOnly bool) (*parallelsDisk, error) {
@@ -254,63 +250,27 @@ func (d *parallelsDisk) clusterOff(i int64, e uint32) (int64, error) {
 func (d *parallelsDisk) Size() int64 { return d.size }
 
 func (d *parallelsDisk) ReadAt(p []byte, off int64) (int, error) {
-	if err := checkIO(p, off); err != nil {
+	n := len(p)
+	p, err := clampRead(p, off, d.size)
+	if err != nil {
 		return 0, err
 	}
-	n := len(p)
-	if off >= d.size {
-		clear(p)
-		return n, nil
-	}
-	if rem := d.size - off; int64(len(p)) > rem {
-		clear(p[rem:])
-		p = p[:rem]
-	}
-	var runBuf []byte
-	var runFile int64 = -1
-	flush := func() error {
-		if runFile >= 0 {
-			if err := d.readData(runBuf, runFile); err != nil {
-				return err
-			}
-		}
-		runFile = -1
-		return nil
-	}
-	for done := 0; done < len(p); {
-		pos := off + int64(done)
+	err = readClusters(p, off, d.clusterSize, d.readData, func(pos int64, chunk []byte) (int64, error) {
 		i := pos / d.clusterSize
-		in := pos % d.clusterSize
-		chunk := p[done:min(len(p), done+int(d.clusterSize-in))]
 		e, err := d.entry(i)
 		if err != nil {
 			return 0, err
 		}
 		if e == 0 {
-			if err := flush(); err != nil {
-				return 0, err
-			}
-			if err := qcow1ReadBacking(d.parent, chunk, pos); err != nil {
-				return 0, err
-			}
-		} else {
-			co, err := d.clusterOff(i, e)
-			if err != nil {
-				return 0, err
-			}
-			fo := co + in
-			if runFile >= 0 && runFile+int64(len(runBuf)) == fo {
-				runBuf = p[done-len(runBuf) : done+len(chunk)]
-			} else {
-				if err := flush(); err != nil {
-					return 0, err
-				}
-				runFile, runBuf = fo, chunk
-			}
+			return -1, qcow1ReadBacking(d.parent, chunk, pos)
 		}
-		done += len(chunk)
-	}
-	if err := flush(); err != nil {
+		co, err := d.clusterOff(i, e)
+		if err != nil {
+			return 0, err
+		}
+		return co + pos%d.clusterSize, nil
+	})
+	if err != nil {
 		return 0, err
 	}
 	return n, nil
@@ -331,18 +291,13 @@ func (d *parallelsDisk) readData(p []byte, off int64) error {
 }
 
 func (d *parallelsDisk) WriteAt(p []byte, off int64) (int, error) {
-	if err := checkIO(p, off); err != nil {
+	n := len(p)
+	p, err := clampWrite(p, off, d.size, d.readOnly)
+	if err != nil {
 		return 0, err
 	}
-	if d.readOnly {
-		return 0, ErrReadOnly
-	}
-	n := len(p)
-	if off >= d.size {
+	if len(p) == 0 {
 		return n, nil
-	}
-	if rem := d.size - off; int64(len(p)) > rem {
-		p = p[:rem]
 	}
 	if err := d.markInUse(); err != nil {
 		return 0, err
@@ -522,38 +477,21 @@ func (d *parallelsDisk) pwrite(b []byte, off int64) error {
 }
 
 func (d *parallelsDisk) Map(off, length int64) (bool, int64, error) {
-	if off < 0 || off%SectorSize != 0 || off >= d.size {
-		return false, 0, fmt.Errorf("%w: map offset %d", ErrInvalid, off)
-	}
-	length = max(SectorSize, min(length, d.size-off))
-	var state, first = false, true
-	var n int64
-	for n < length {
-		pos := off + n
-		step := min(d.clusterSize-pos%d.clusterSize, length-n)
-		e, err := d.entry(pos / d.clusterSize)
+	return mapRuns(off, length, d.size, d.parent, func(pos, limit int64) (mapState, int64, error) {
+		i := pos / d.clusterSize
+		if i >= d.batLen { // past the BAT: nothing stored up to the end
+			return mapBacking, limit, nil
+		}
+		e, err := d.entry(i)
 		if err != nil {
-			return false, 0, err
+			return 0, 0, err
 		}
-		alloc := e != 0
-		if !alloc && d.parent != nil && pos < d.parent.Size() {
-			alloc = true
-			if m, ok := d.parent.(Mapper); ok {
-				var pn int64
-				if alloc, pn, err = m.Map(pos, min(step, d.parent.Size()-pos)); err != nil {
-					return false, 0, err
-				}
-				step = min(step, pn)
-			}
+		step := min(d.clusterSize-pos%d.clusterSize, limit)
+		if e == 0 {
+			return mapBacking, step, nil
 		}
-		if first {
-			state, first = alloc, false
-		} else if alloc != state {
-			break
-		}
-		n += step
-	}
-	return state, n, nil
+		return mapData, step, nil
+	})
 }
 
 func (d *parallelsDisk) Flush() error {
@@ -579,15 +517,7 @@ func (d *parallelsDisk) Close() error {
 		}
 		d.allocMu.Unlock()
 	}
-	if cerr := d.f.Close(); err == nil {
-		err = cerr
-	}
-	if d.parent != nil {
-		if perr := d.parent.Close(); err == nil {
-			err = perr
-		}
-	}
-	return err
+	return closeChain(err, d.f, d.parent)
 }
 
 func (d *parallelsDisk) Info() Info {

@@ -156,7 +156,7 @@ func gptPartitions(d Disk) ([]Partition, error) {
 		return nil, fmt.Errorf("gpt: %d entries of %d bytes: %w", count, esize, ErrCorrupt)
 	}
 	total := int64(count) * int64(esize)
-	if entLBA < 2 || entLBA*SectorSize+total > d.Size() {
+	if entLBA < 2 || entLBA > d.Size()/SectorSize || entLBA*SectorSize+total > d.Size() {
 		return nil, fmt.Errorf("gpt: entry array at LBA %d runs past the disk: %w", entLBA, ErrCorrupt)
 	}
 	arr := make([]byte, (total+SectorSize-1)/SectorSize*SectorSize)

@@ -59,19 +59,13 @@ var _ Mapper = (*qcow1Disk)(nil)
 
 func qcow1Open(path string, opt Options) (Disk, error) {
 	// qcow v1 is read-only in vdflat whatever the options say.
-	f, err := openFile(path, true)
-	if err != nil {
-		return nil, err
-	}
-	d, err := qcow1Parse(f, path)
-	if err == nil && d.backing != "" {
-		d.parent, err = openParent(path, d.backing, opt)
-	}
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	return d, nil
+	return openDisk(path, true, func(f *os.File) (*qcow1Disk, error) {
+		d, err := qcow1Parse(f, path)
+		if err == nil && d.backing != "" {
+			d.parent, err = openParent(path, d.backing, opt)
+		}
+		return d, err
+	})
 }
 
 func qcow1Parse(f *os.File, path string) (*qcow1Disk, error) {
@@ -153,9 +147,17 @@ func (d *qcow1Disk) readTable(off, n int64) ([]uint64, error) {
 
 // entry returns the L2 entry of virtual cluster vc (0 = unallocated).
 func (d *qcow1Disk) entry(vc int64) (uint64, error) {
-	l1i := vc >> d.l2Bits
+	l2, err := d.l2Table(vc >> d.l2Bits)
+	if l2 == nil {
+		return 0, err
+	}
+	return l2[vc&(int64(1)<<d.l2Bits-1)], nil
+}
+
+// l2Table returns L2 table l1i, nil when it is not allocated.
+func (d *qcow1Disk) l2Table(l1i int64) ([]uint64, error) {
 	if l1i >= d.l1Len {
-		return 0, nil
+		return nil, nil
 	}
 	page := l1i / qcow1L1PageLen
 	l1, ok := d.l1.Get(page)
@@ -163,103 +165,62 @@ func (d *qcow1Disk) entry(vc int64) (uint64, error) {
 		start := page * qcow1L1PageLen
 		var err error
 		if l1, err = d.readTable(d.l1Off+start*8, min(qcow1L1PageLen, d.l1Len-start)); err != nil {
-			return 0, err
+			return nil, err
 		}
 		d.l1.Put(page, l1)
 	}
 	l2Off := l1[l1i%qcow1L1PageLen]
 	if l2Off == 0 {
-		return 0, nil
+		return nil, nil
 	}
 	l2Len := int64(1) << d.l2Bits
 	l2, ok := d.l2.Get(int64(l2Off))
 	if !ok {
 		if l2Off > uint64(d.fileSize) || uint64(l2Len*8) > uint64(d.fileSize)-l2Off {
-			return 0, corruptf("qcow", d.path, d.l1Off+l1i*8, "L2 table offset %#x outside the file", l2Off)
+			return nil, corruptf("qcow", d.path, d.l1Off+l1i*8, "L2 table offset %#x outside the file", l2Off)
 		}
 		var err error
 		if l2, err = d.readTable(int64(l2Off), l2Len); err != nil {
-			return 0, err
+			return nil, err
 		}
 		d.l2.Put(int64(l2Off), l2)
 	}
-	return l2[vc&(l2Len-1)], nil
+	return l2, nil
 }
 
 func (d *qcow1Disk) Size() int64 { return d.size }
 
 func (d *qcow1Disk) ReadAt(p []byte, off int64) (int, error) {
-	if err := checkIO(p, off); err != nil {
+	n := len(p)
+	p, err := clampRead(p, off, d.size)
+	if err != nil {
 		return 0, err
 	}
-	n := len(p)
-	if off >= d.size {
-		clear(p)
-		return n, nil
-	}
-	if rem := d.size - off; int64(len(p)) > rem {
-		clear(p[rem:])
-		p = p[:rem]
-	}
-	// A run of clusters stored one after another in the file is read with
-	// one pread.
-	var runBuf []byte
-	var runFile int64 = -1
-	flush := func() error {
-		if runFile >= 0 {
-			if err := readFullAt(d.f, runBuf, runFile, "qcow", d.path); err != nil {
-				return err
-			}
-		}
-		runFile = -1
-		return nil
-	}
-	for done := 0; done < len(p); {
-		pos := off + int64(done)
+	read := func(b []byte, fo int64) error { return readFullAt(d.f, b, fo, "qcow", d.path) }
+	err = readClusters(p, off, d.clusterSize, read, func(pos int64, chunk []byte) (int64, error) {
 		vc := pos >> d.clusterBits
 		in := pos & (d.clusterSize - 1)
-		chunk := p[done:min(len(p), done+int(d.clusterSize-in))]
 		e, err := d.entry(vc)
-		if err != nil {
-			return 0, err
-		}
 		switch {
+		case err != nil:
+			return 0, err
 		case e == 0:
-			if err := flush(); err != nil {
-				return 0, err
-			}
-			if err := qcow1ReadBacking(d.parent, chunk, pos); err != nil {
-				return 0, err
-			}
+			return -1, qcow1ReadBacking(d.parent, chunk, pos)
 		case e&qcow1Compressed != 0:
-			if err := flush(); err != nil {
-				return 0, err
-			}
 			data, err := d.cluster(e)
 			if err != nil {
 				return 0, err
 			}
 			copy(chunk, data[in:])
-		default:
-			if e%SectorSize != 0 {
-				return 0, corruptf("qcow", d.path, -1, "cluster %d at unaligned offset %#x", vc, e)
-			}
-			fo := int64(e) + in
-			if e > uint64(d.fileSize) {
-				return 0, corruptf("qcow", d.path, -1, "cluster %d at %#x past the end of the file", vc, e)
-			}
-			if runFile >= 0 && runFile+int64(len(runBuf)) == fo {
-				runBuf = p[done-len(runBuf) : done+len(chunk)]
-			} else {
-				if err := flush(); err != nil {
-					return 0, err
-				}
-				runFile, runBuf = fo, chunk
-			}
+			return -1, nil
+		case e%SectorSize != 0:
+			return 0, corruptf("qcow", d.path, -1, "cluster %d at unaligned offset %#x", vc, e)
+		case e > uint64(d.fileSize):
+			return 0, corruptf("qcow", d.path, -1, "cluster %d at %#x past the end of the file", vc, e)
 		}
-		done += len(chunk)
-	}
-	if err := flush(); err != nil {
+		return int64(e) + in, nil
+	})
+	if err != nil {
 		return 0, err
 	}
 	return n, nil
@@ -298,52 +259,28 @@ func (d *qcow1Disk) WriteAt(p []byte, off int64) (int, error) {
 }
 
 func (d *qcow1Disk) Map(off, length int64) (bool, int64, error) {
-	if off < 0 || off%SectorSize != 0 || off >= d.size {
-		return false, 0, fmt.Errorf("%w: map offset %d", ErrInvalid, off)
-	}
-	length = max(SectorSize, min(length, d.size-off))
-	var state, first = false, true
-	var n int64
-	for n < length {
-		pos := off + n
-		step := min(d.clusterSize-pos&(d.clusterSize-1), length-n)
-		e, err := d.entry(pos >> d.clusterBits)
+	return mapRuns(off, length, d.size, d.parent, func(pos, limit int64) (mapState, int64, error) {
+		vc := pos >> d.clusterBits
+		l2, err := d.l2Table(vc >> d.l2Bits)
 		if err != nil {
-			return false, 0, err
+			return 0, 0, err
 		}
-		alloc := e != 0
-		if !alloc && d.parent != nil {
-			if m, ok := d.parent.(Mapper); ok && pos < d.parent.Size() {
-				var pn int64
-				alloc, pn, err = m.Map(pos, min(step, d.parent.Size()-pos))
-				if err != nil {
-					return false, 0, err
-				}
-				step = min(step, pn)
-			} else {
-				alloc = pos < d.parent.Size()
-			}
+		if l2 == nil { // no L2 table: its whole span is unallocated
+			span := d.clusterSize << d.l2Bits
+			return mapBacking, min(span-pos&(span-1), limit), nil
 		}
-		if first {
-			state, first = alloc, false
-		} else if alloc != state {
-			break
+		step := min(d.clusterSize-pos&(d.clusterSize-1), limit)
+		if l2[vc&(int64(1)<<d.l2Bits-1)] == 0 {
+			return mapBacking, step, nil
 		}
-		n += step
-	}
-	return state, n, nil
+		return mapData, step, nil
+	})
 }
 
 func (d *qcow1Disk) Flush() error { return nil }
 
 func (d *qcow1Disk) Close() error {
-	err := d.f.Close()
-	if d.parent != nil {
-		if perr := d.parent.Close(); err == nil {
-			err = perr
-		}
-	}
-	return err
+	return closeChain(nil, d.f, d.parent)
 }
 
 func (d *qcow1Disk) Info() Info {

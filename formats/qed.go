@@ -76,19 +76,13 @@ type qedDisk struct {
 var _ Mapper = (*qedDisk)(nil)
 
 func qedOpen(path string, opt Options) (Disk, error) {
-	f, err := openFile(path, opt.ReadOnly)
-	if err != nil {
-		return nil, err
-	}
-	d, err := qedParse(f, path, opt.ReadOnly)
-	if err == nil && d.backing != "" {
-		d.parent, err = qedOpenBacking(path, d.backing, d.backingRaw, opt)
-	}
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	return d, nil
+	return openDisk(path, opt.ReadOnly, func(f *os.File) (*qedDisk, error) {
+		d, err := qedParse(f, path, opt.ReadOnly)
+		if err == nil && d.backing != "" {
+			d.parent, err = qedOpenBacking(path, d.backing, d.backingRaw, opt)
+		}
+		return d, err
+	})
 }
 
 // qedOpenBacking opens the backing file; with the no-probe feature it is
@@ -307,82 +301,39 @@ func (d *qedDisk) lookup(vc int64) (l2Off uint64, e uint64, err error) {
 func (d *qedDisk) Size() int64 { return d.size }
 
 func (d *qedDisk) ReadAt(p []byte, off int64) (int, error) {
-	if err := checkIO(p, off); err != nil {
+	n := len(p)
+	p, err := clampRead(p, off, d.size)
+	if err != nil {
 		return 0, err
 	}
-	n := len(p)
-	if off >= d.size {
-		clear(p)
-		return n, nil
-	}
-	if rem := d.size - off; int64(len(p)) > rem {
-		clear(p[rem:])
-		p = p[:rem]
-	}
-	var runBuf []byte
-	var runFile int64 = -1
-	flush := func() error {
-		if runFile >= 0 {
-			if err := readFullAt(d.f, runBuf, runFile, "qed", d.path); err != nil {
-				return err
-			}
-		}
-		runFile = -1
-		return nil
-	}
-	for done := 0; done < len(p); {
-		pos := off + int64(done)
-		in := pos & (d.clusterSize - 1)
-		chunk := p[done:min(len(p), done+int(d.clusterSize-in))]
+	read := func(b []byte, fo int64) error { return readFullAt(d.f, b, fo, "qed", d.path) }
+	err = readClusters(p, off, d.clusterSize, read, func(pos int64, chunk []byte) (int64, error) {
 		_, e, err := d.lookup(pos >> d.clusterBits)
-		if err != nil {
+		switch {
+		case err != nil:
 			return 0, err
+		case e == 0:
+			return -1, qcow1ReadBacking(d.parent, chunk, pos)
+		case e == qedZeroCluster:
+			clear(chunk)
+			return -1, nil
 		}
-		switch e {
-		case 0, qedZeroCluster:
-			if err := flush(); err != nil {
-				return 0, err
-			}
-			if e == 0 {
-				err = qcow1ReadBacking(d.parent, chunk, pos)
-			} else {
-				clear(chunk)
-			}
-			if err != nil {
-				return 0, err
-			}
-		default:
-			fo := int64(e) + in
-			if runFile >= 0 && runFile+int64(len(runBuf)) == fo {
-				runBuf = p[done-len(runBuf) : done+len(chunk)]
-			} else {
-				if err := flush(); err != nil {
-					return 0, err
-				}
-				runFile, runBuf = fo, chunk
-			}
-		}
-		done += len(chunk)
-	}
-	if err := flush(); err != nil {
+		return int64(e) + pos&(d.clusterSize-1), nil
+	})
+	if err != nil {
 		return 0, err
 	}
 	return n, nil
 }
 
 func (d *qedDisk) WriteAt(p []byte, off int64) (int, error) {
-	if err := checkIO(p, off); err != nil {
+	n := len(p)
+	p, err := clampWrite(p, off, d.size, d.readOnly)
+	if err != nil {
 		return 0, err
 	}
-	if d.readOnly {
-		return 0, ErrReadOnly
-	}
-	n := len(p)
-	if off >= d.size {
+	if len(p) == 0 {
 		return n, nil
-	}
-	if rem := d.size - off; int64(len(p)) > rem {
-		p = p[:rem]
 	}
 	if !d.prepared.Load() {
 		d.allocMu.Lock()
@@ -555,38 +506,24 @@ func (d *qedDisk) pwrite(b []byte, off int64) error {
 }
 
 func (d *qedDisk) Map(off, length int64) (bool, int64, error) {
-	if off < 0 || off%SectorSize != 0 || off >= d.size {
-		return false, 0, fmt.Errorf("%w: map offset %d", ErrInvalid, off)
-	}
-	length = max(SectorSize, min(length, d.size-off))
-	var state, first = false, true
-	var n int64
-	for n < length {
-		pos := off + n
-		step := min(d.clusterSize-pos&(d.clusterSize-1), length-n)
-		_, e, err := d.lookup(pos >> d.clusterBits)
+	return mapRuns(off, length, d.size, d.parent, func(pos, limit int64) (mapState, int64, error) {
+		l2Off, e, err := d.lookup(pos >> d.clusterBits)
 		if err != nil {
-			return false, 0, err
+			return 0, 0, err
 		}
-		alloc := e > qedZeroCluster
-		if e == 0 && d.parent != nil && pos < d.parent.Size() {
-			alloc = true
-			if m, ok := d.parent.(Mapper); ok {
-				var pn int64
-				if alloc, pn, err = m.Map(pos, min(step, d.parent.Size()-pos)); err != nil {
-					return false, 0, err
-				}
-				step = min(step, pn)
-			}
+		if l2Off == 0 { // no L2 table: its whole span is unallocated
+			span := d.tableLen * d.clusterSize
+			return mapBacking, min(span-pos%span, limit), nil
 		}
-		if first {
-			state, first = alloc, false
-		} else if alloc != state {
-			break
+		step := min(d.clusterSize-pos&(d.clusterSize-1), limit)
+		switch e {
+		case 0:
+			return mapBacking, step, nil
+		case qedZeroCluster:
+			return mapZero, step, nil
 		}
-		n += step
-	}
-	return state, n, nil
+		return mapData, step, nil
+	})
 }
 
 // Flush makes data and tables durable, then clears the need-check bit.
@@ -609,16 +546,7 @@ func (d *qedDisk) Flush() error {
 }
 
 func (d *qedDisk) Close() error {
-	err := d.Flush()
-	if cerr := d.f.Close(); err == nil {
-		err = cerr
-	}
-	if d.parent != nil {
-		if perr := d.parent.Close(); err == nil {
-			err = perr
-		}
-	}
-	return err
+	return closeChain(d.Flush(), d.f, d.parent)
 }
 
 func (d *qedDisk) Info() Info {

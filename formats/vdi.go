@@ -256,16 +256,7 @@ var (
 )
 
 func vdiOpen(path string, opt Options) (Disk, error) {
-	f, err := openFile(path, opt.ReadOnly)
-	if err != nil {
-		return nil, err
-	}
-	d, err := vdiOpenFile(f, path, opt)
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	return d, nil
+	return openDisk(path, opt.ReadOnly, func(f *os.File) (*vdiDisk, error) { return vdiOpenFile(f, path, opt) })
 }
 
 func vdiOpenFile(f *os.File, path string, opt Options) (*vdiDisk, error) {
@@ -639,19 +630,13 @@ func (d *vdiDisk) kind(e uint32) int {
 }
 
 func (d *vdiDisk) WriteAt(p []byte, off int64) (int, error) {
-	if err := checkIO(p, off); err != nil {
+	n := len(p)
+	q, err := clampWrite(p, off, d.size, d.readOnly)
+	if err != nil {
 		return 0, err
 	}
-	if d.readOnly {
-		return 0, ErrReadOnly
-	}
-	n := len(p)
-	if off >= d.size || n == 0 {
+	if len(q) == 0 {
 		return n, nil
-	}
-	q := p
-	if rem := d.size - off; int64(len(q)) > rem {
-		q = q[:rem]
 	}
 	if err := d.markModified(); err != nil {
 		return 0, err
@@ -724,7 +709,7 @@ func (d *vdiDisk) allocate(bi uint32, in int64, data []byte) error {
 		return nil
 	}
 	start := int64(bi) << d.shift
-	if vdiIsZero(data) {
+	if isZero(data) {
 		if d.kind(e) == vdiKindZero {
 			return nil // already reads as zeros
 		}
@@ -792,21 +777,6 @@ func (d *vdiDisk) checkMap() error {
 		}
 	}
 	return nil
-}
-
-func vdiIsZero(b []byte) bool {
-	for len(b) >= 8 {
-		if binary.LittleEndian.Uint64(b) != 0 {
-			return false
-		}
-		b = b[8:]
-	}
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
 }
 
 // Map reports runs of blocks stored somewhere in the chain.
@@ -885,16 +855,7 @@ func (d *vdiDisk) Flush() error {
 
 func (d *vdiDisk) Close() error {
 	d.closeOnce.Do(func() {
-		err := d.Flush()
-		if cerr := d.f.Close(); err == nil {
-			err = cerr
-		}
-		if d.parent != nil {
-			if perr := d.parent.Close(); err == nil {
-				err = perr
-			}
-		}
-		d.closeErr = err
+		d.closeErr = closeChain(d.Flush(), d.f, d.parent)
 	})
 	return d.closeErr
 }

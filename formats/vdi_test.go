@@ -212,7 +212,7 @@ func vdiTestCheckMap(t testing.TB, d Disk, want []byte) {
 		if err != nil || n < SectorSize {
 			t.Fatalf("Map(%d) = %v, %d, %v", off, a, n, err)
 		}
-		if !a && !vdiIsZero(want[off:min(off+n, int64(len(want)))]) {
+		if !a && !isZero(want[off:min(off+n, int64(len(want)))]) {
 			t.Fatalf("Map(%d) says %d bytes unallocated, but they hold data", off, n)
 		}
 		off += n
@@ -291,7 +291,7 @@ func TestVDIZeroAndOddSize(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := qemuRaw(t, "vdi", p) // qemu: discarded blocks read as zeros
-	if !vdiIsZero(want[vdiTestMiB : 2*vdiTestMiB]) {
+	if !isZero(want[vdiTestMiB : 2*vdiTestMiB]) {
 		t.Fatal("qemu reads the zero block as data")
 	}
 	d := vdiTestOpen(t, p, Options{ReadOnly: true})
@@ -337,7 +337,7 @@ func vdiTestRelayout(pp *vdiTestParsed, bs uint32, zeroBlocks bool, r *rand.Rand
 			switch {
 			case !vdiAllocated(e):
 				s.entries = append(s.entries, vdiBlockFree)
-			case zeroBlocks && vdiIsZero(pp.blocks[e][j*bs:(j+1)*bs]):
+			case zeroBlocks && isZero(pp.blocks[e][j*bs:(j+1)*bs]):
 				s.entries = append(s.entries, vdiBlockZero)
 			default:
 				s.entries = append(s.entries, uint32(len(data)))
@@ -500,7 +500,7 @@ func TestVDIDiff(t *testing.T) {
 	pPath, praw, pp := vdiTestParent(t, dir, size, 31)
 	r := rand.New(rand.NewSource(31))
 	img, want := vdiTestChild(r, praw, pp, "fdzdz", vdiTestUUID(r))
-	if vdiIsZero(praw[2*vdiTestMiB : 3*vdiTestMiB]) {
+	if isZero(praw[2*vdiTestMiB : 3*vdiTestMiB]) {
 		t.Fatal("fixture: parent block 2 is empty, the zero block proves nothing")
 	}
 	cPath := filepath.Join(dir, "child.vdi")
@@ -692,7 +692,7 @@ func TestVDIDiffWrite(t *testing.T) {
 				t.Fatalf("block %d: stored data differs from the model", i)
 			}
 		case e == vdiBlockZero:
-			if !vdiIsZero(model[lo:hi]) {
+			if !isZero(model[lo:hi]) {
 				t.Fatalf("block %d: zero block, model has data", i)
 			}
 		default:
@@ -792,7 +792,7 @@ func TestVDI2TiB(t *testing.T) {
 		t.Fatalf("Size %d, Allocated %d", size, d.Info().Allocated)
 	}
 	buf := make([]byte, 4096)
-	if _, err := d.ReadAt(buf, size-4096); err != nil || !vdiIsZero(buf) {
+	if _, err := d.ReadAt(buf, size-4096); err != nil || !isZero(buf) {
 		t.Fatalf("read at the end: %v", err)
 	}
 	if a, n, err := d.Map(0, size); a || n != size || err != nil {

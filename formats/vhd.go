@@ -231,16 +231,7 @@ var (
 )
 
 func vhdOpen(path string, opt Options) (Disk, error) {
-	f, err := openFile(path, opt.ReadOnly)
-	if err != nil {
-		return nil, err
-	}
-	d, err := vhdLoad(f, path, opt)
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	return d, nil
+	return openDisk(path, opt.ReadOnly, func(f *os.File) (*vhdDisk, error) { return vhdLoad(f, path, opt) })
 }
 
 func (d *vhdDisk) corrupt(off int64, msg string, a ...any) error {
@@ -738,17 +729,13 @@ func (d *vhdDisk) ReadAt(p []byte, off int64) (int, error) {
 	if err := checkIO(p, off); err != nil {
 		return 0, err
 	}
-	n := len(p)
 	if d.diskType == vhdTypeFixed {
 		return readRegion(d.f, p, off, d.size, "vhd", d.path)
 	}
-	if off >= d.size {
-		clear(p)
-		return n, nil
-	}
-	if rem := d.size - off; int64(len(p)) > rem {
-		clear(p[rem:])
-		p = p[:rem]
+	n := len(p)
+	p, err := clampRead(p, off, d.size)
+	if err != nil {
+		return 0, err
 	}
 	for len(p) > 0 {
 		b, in := off/d.blockSize, off%d.blockSize
@@ -843,7 +830,7 @@ func (d *vhdDisk) writeBlock(q []byte, b, in int64) error {
 	if err != nil {
 		return err
 	}
-	if e == vhdUnallocated && d.diskType == vhdTypeDynamic && vhdAllZero(q) {
+	if e == vhdUnallocated && d.diskType == vhdTypeDynamic && isZero(q) {
 		return nil // reads as zeros already: keep the image sparse
 	}
 	if e != vhdUnallocated {
@@ -866,7 +853,7 @@ func (d *vhdDisk) writeBlock(q []byte, b, in int64) error {
 		return err
 	}
 	if e == vhdUnallocated {
-		if d.diskType == vhdTypeDynamic && vhdAllZero(q) {
+		if d.diskType == vhdTypeDynamic && isZero(q) {
 			return nil // reads as zeros already: keep the image sparse
 		}
 		return d.allocate(q, b, in)
@@ -910,21 +897,6 @@ func (d *vhdDisk) checkWritable(b, boff int64) error {
 		return d.corrupt(d.tableOff+4*b, "block %d at %#x overlaps the image's headers or block table", b, boff)
 	}
 	return nil
-}
-
-func vhdAllZero(b []byte) bool {
-	for len(b) >= 8 {
-		if binary.LittleEndian.Uint64(b) != 0 {
-			return false
-		}
-		b = b[8:]
-	}
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
 }
 
 func vhdSetBits(bm []byte, s, n int64) {
@@ -1104,16 +1076,7 @@ func (d *vhdDisk) Flush() error {
 }
 
 func (d *vhdDisk) Close() error {
-	err := d.Flush()
-	if cerr := d.f.Close(); err == nil {
-		err = cerr
-	}
-	if d.parent != nil {
-		if perr := d.parent.Close(); err == nil {
-			err = perr
-		}
-	}
-	return err
+	return closeChain(d.Flush(), d.f, d.parent)
 }
 
 func (d *vhdDisk) Info() Info {

@@ -1152,13 +1152,7 @@ func (d *vhdxDisk) WriteAt(p []byte, off int64) (int, error) {
 func (d *vhdxDisk) Flush() error { return nil }
 
 func (d *vhdxDisk) Close() error {
-	err := d.f.Close()
-	if d.parent != nil {
-		if perr := d.parent.Close(); err == nil {
-			err = perr
-		}
-	}
-	return err
+	return closeChain(nil, d.f, d.parent)
 }
 
 func (d *vhdxDisk) Info() Info {

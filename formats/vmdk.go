@@ -378,22 +378,14 @@ func (d *vmdkDisk) find(off int64) *vmdkExtent {
 }
 
 func (d *vmdkDisk) ReadAt(p []byte, off int64) (int, error) {
-	if err := checkIO(p, off); err != nil {
-		return 0, err
-	}
 	n := len(p)
-	if off >= d.size {
-		clear(p)
-		return n, nil
-	}
-	if rem := d.size - off; int64(len(p)) > rem {
-		clear(p[rem:])
-		p = p[:rem]
+	p, err := clampRead(p, off, d.size)
+	if err != nil {
+		return 0, err
 	}
 	for len(p) > 0 {
 		x := d.find(off)
 		m := min(int64(len(p)), x.start+x.size-off)
-		var err error
 		switch {
 		case x.sp != nil:
 			err = x.sp.readAt(p[:m], off-x.start, d.parent, x.start)
@@ -411,18 +403,13 @@ func (d *vmdkDisk) ReadAt(p []byte, off int64) (int, error) {
 }
 
 func (d *vmdkDisk) WriteAt(p []byte, off int64) (int, error) {
-	if err := checkIO(p, off); err != nil {
+	n := len(p)
+	p, err := clampWrite(p, off, d.size, d.readOnly)
+	if err != nil {
 		return 0, err
 	}
-	if d.readOnly {
-		return 0, ErrReadOnly
-	}
-	n := len(p)
-	if off >= d.size {
+	if len(p) == 0 {
 		return n, nil
-	}
-	if rem := d.size - off; int64(len(p)) > rem {
-		p = p[:rem]
 	}
 	if err := d.touch(); err != nil {
 		return 0, err

@@ -50,7 +50,7 @@ func vmdkProbeDescriptor(head []byte) bool {
 	}
 	// qemu-img convert pads a descriptor file with NULs to a sector.
 	if i := bytes.IndexByte(head, 0); i >= 0 {
-		if !vmdkAllZero(head[i:]) {
+		if !isZero(head[i:]) {
 			return false
 		}
 		head = head[:i]

@@ -685,7 +685,7 @@ func (s *vmdkSparse) writeAt(p []byte, off int64, parent Disk, vbase int64) erro
 }
 
 func (s *vmdkSparse) allocate(g, in int64, chunk []byte, st int, parent Disk, vgrain int64) error {
-	if vmdkAllZero(chunk) && (st == vmdkZeroed || parent == nil) {
+	if isZero(chunk) && (st == vmdkZeroed || parent == nil) {
 		return nil // already reads as zeros
 	}
 	s.allocMu.Lock()
@@ -810,7 +810,7 @@ func (s *vmdkSparse) mapAt(off, length int64) (int, int64, error) {
 	if st == vmdkCompressed {
 		st = vmdkData
 	}
-	for n < length && off+n < s.capacity {
+	for steps := 0; n < length && off+n < s.capacity && steps < mapMaxSteps; steps++ {
 		st2, _, err := s.lookup(g + (in+n)/s.grainSize)
 		if err != nil {
 			return 0, 0, err
@@ -827,18 +827,3 @@ func (s *vmdkSparse) mapAt(off, length int64) (int, int64, error) {
 }
 
 func vmdkRoundUp(n, m int64) int64 { return (n + m - 1) / m * m }
-
-func vmdkAllZero(b []byte) bool {
-	for len(b) >= 8 {
-		if binary.LittleEndian.Uint64(b) != 0 {
-			return false
-		}
-		b = b[8:]
-	}
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
-}

@@ -1,0 +1,174 @@
+package formats
+
+// Helpers shared by the cluster-table formats (qcow, QED, Parallels, ...).
+
+import (
+	"encoding/binary"
+	"fmt"
+	"os"
+)
+
+// mapState is what a range of a cluster-table image holds.
+type mapState int
+
+const (
+	mapZero    mapState = iota // reads as zeros, whatever a parent holds
+	mapData                    // stored in this image
+	mapBacking                 // not stored here: the parent's bytes, or zeros without one
+)
+
+// mapMaxSteps bounds the lookups of one Map call, so that mapping a huge
+// crafted disk cluster by cluster cannot take hours; the Mapper contract
+// lets a run be reported in several pieces.
+const mapMaxSteps = 1 << 14
+
+// mapRuns implements Mapper.Map for a disk of size bytes (a multiple of
+// SectorSize) backed by parent (nil when none). at(pos, limit) reports the
+// state at pos and how many bytes from pos, 1 to limit, share it: one
+// cluster, or more when a whole table is absent.
+func mapRuns(off, length, size int64, parent Disk, at func(pos, limit int64) (mapState, int64, error)) (bool, int64, error) {
+	if off < 0 || off%SectorSize != 0 || off >= size {
+		return false, 0, fmt.Errorf("%w: map offset %d", ErrInvalid, off)
+	}
+	length = max(SectorSize, min(length, size-off))
+	var state bool
+	var n int64
+	for steps := 0; n < length && steps < mapMaxSteps; steps++ {
+		pos := off + n
+		st, step, err := at(pos, length-n)
+		if err != nil {
+			return false, 0, err
+		}
+		alloc := st == mapData
+		if st == mapBacking && parent != nil && pos < parent.Size() {
+			step = min(step, parent.Size()-pos)
+			alloc = true
+			if m, ok := parent.(Mapper); ok {
+				var pn int64
+				if alloc, pn, err = m.Map(pos, step); err != nil {
+					return false, 0, err
+				}
+				step = min(step, pn)
+			}
+		}
+		if n > 0 && alloc != state {
+			break
+		}
+		state = alloc
+		n += step
+	}
+	return state, n, nil
+}
+
+// clampRead checks a ReadAt request on a disk of size bytes and returns
+// the part of p inside the disk (empty when none) after clearing the part
+// past the end, which reads as zeros.
+func clampRead(p []byte, off, size int64) ([]byte, error) {
+	if err := checkIO(p, off); err != nil {
+		return nil, err
+	}
+	if off >= size {
+		clear(p)
+		return p[:0], nil
+	}
+	if rem := size - off; int64(len(p)) > rem {
+		clear(p[rem:])
+		p = p[:rem]
+	}
+	return p, nil
+}
+
+// clampWrite checks a WriteAt request on a disk of size bytes and returns
+// the part of p inside the disk (empty when none): bytes past the end are
+// ignored.
+func clampWrite(p []byte, off, size int64, readOnly bool) ([]byte, error) {
+	if err := checkIO(p, off); err != nil {
+		return nil, err
+	}
+	if readOnly {
+		return nil, ErrReadOnly
+	}
+	if off >= size {
+		return p[:0], nil
+	}
+	if rem := size - off; int64(len(p)) > rem {
+		p = p[:rem]
+	}
+	return p, nil
+}
+
+// readClusters fills p, which starts at virtual offset off, cluster by
+// cluster. lookup returns the file offset holding the bytes of chunk (the
+// part of one cluster at pos), or -1 after filling chunk itself (zeros,
+// a parent's data, a decompressed cluster). Chunks stored one after
+// another in the file are read with one call of read.
+func readClusters(p []byte, off, clusterSize int64, read func(b []byte, fileOff int64) error,
+	lookup func(pos int64, chunk []byte) (int64, error)) error {
+	runStart, runOff := 0, int64(-1) // pending run: p[runStart:done] at file offset runOff
+	for done := 0; done < len(p); {
+		pos := off + int64(done)
+		chunk := p[done:min(len(p), done+int(clusterSize-pos%clusterSize))]
+		fo, err := lookup(pos, chunk)
+		if err != nil {
+			return err
+		}
+		if fo < 0 || runOff < 0 || runOff+int64(done-runStart) != fo {
+			if runOff >= 0 {
+				if err := read(p[runStart:done], runOff); err != nil {
+					return err
+				}
+			}
+			runStart, runOff = done, fo
+		}
+		done += len(chunk)
+	}
+	if runOff >= 0 {
+		return read(p[runStart:], runOff)
+	}
+	return nil
+}
+
+// openDisk opens the file of an image (read-only when readOnly) and hands
+// it to load, closing it again when load fails.
+func openDisk[D Disk](path string, readOnly bool, load func(f *os.File) (D, error)) (Disk, error) {
+	f, err := openFile(path, readOnly)
+	if err != nil {
+		return nil, err
+	}
+	d, err := load(f)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// isZero reports whether b holds only zero bytes.
+func isZero(b []byte) bool {
+	for len(b) >= 8 {
+		if binary.LittleEndian.Uint64(b) != 0 {
+			return false
+		}
+		b = b[8:]
+	}
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// closeChain closes an image's file, then its parent (when not nil), and
+// returns err or else the first error of those closes.
+func closeChain(err error, f *os.File, parent Disk) error {
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if parent != nil {
+		if perr := parent.Close(); err == nil {
+			err = perr
+		}
+	}
+	return err
+}
