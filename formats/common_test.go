@@ -419,3 +419,33 @@ func TestMapRunsAgainstQemu(t *testing.T) {
 		})
 	}
 }
+
+// commonFuzzDisk is fuzzOpen plus what else a crafted image can reach:
+// a walk of Map (checking its contract), Check, and Partitions.
+func commonFuzzDisk(t *testing.T, name string, data []byte) {
+	fuzzOpen(t, name, data)
+	p := writeTemp(t, name, data)
+	d, err := Open(p, Options{ReadOnly: true})
+	if err != nil {
+		return
+	}
+	defer d.Close()
+	end := roundUp(d.Size(), SectorSize)
+	if m, ok := d.(Mapper); ok {
+		for off, i := int64(0), 0; off < end && i < 64; i++ {
+			length := end - off
+			_, n, err := m.Map(off, length)
+			if err != nil {
+				break
+			}
+			if n < SectorSize || n > length || n%SectorSize != 0 {
+				t.Fatalf("Map(%d, %d) returned %d bytes", off, length, n)
+			}
+			off += n
+		}
+	}
+	if c, ok := d.(Checker); ok {
+		c.Check()
+	}
+	Partitions(d)
+}

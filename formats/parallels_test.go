@@ -345,7 +345,7 @@ func FuzzParallels(f *testing.F) {
 		f.Add(img[:128<<10]) // header, BAT and the first clusters
 	}
 	f.Add([]byte(parallelsDescriptorXML(8192, 2048, []string{"a.hds"}, []string{"Compressed"}, []string{parallelsTopGUID})))
-	f.Fuzz(func(t *testing.T, b []byte) { fuzzOpen(t, "fuzz.hds", b) })
+	f.Fuzz(func(t *testing.T, b []byte) { commonFuzzDisk(t, "fuzz.hds", b) })
 }
 
 func BenchmarkParallelsSeqRead(b *testing.B) {

@@ -209,7 +209,7 @@ func FuzzQcow1(f *testing.F) {
 		}
 		f.Add(img)
 	}
-	f.Fuzz(func(t *testing.T, b []byte) { fuzzOpen(t, "fuzz.qcow", b) })
+	f.Fuzz(func(t *testing.T, b []byte) { commonFuzzDisk(t, "fuzz.qcow", b) })
 }
 
 func BenchmarkQcow1SeqRead(b *testing.B) {

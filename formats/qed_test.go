@@ -308,7 +308,7 @@ func FuzzQED(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(img)
-	f.Fuzz(func(t *testing.T, b []byte) { fuzzOpen(t, "fuzz.qed", b) })
+	f.Fuzz(func(t *testing.T, b []byte) { commonFuzzDisk(t, "fuzz.qed", b) })
 }
 
 func BenchmarkQEDSeqRead(b *testing.B) {

@@ -829,7 +829,7 @@ func FuzzVDI(f *testing.F) {
 		f.Add(vdiTestBuild(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		fuzzOpen(t, "fuzz.vdi", data)
+		commonFuzzDisk(t, "fuzz.vdi", data)
 	})
 }
 

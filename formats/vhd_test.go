@@ -708,7 +708,7 @@ func FuzzVHD(f *testing.F) {
 		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		fuzzOpen(t, "fuzz.vhd", data)
+		commonFuzzDisk(t, "fuzz.vhd", data)
 	})
 }
 

@@ -1050,7 +1050,7 @@ func FuzzVHDX(f *testing.F) {
 		f.Add(keep)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		fuzzOpen(t, "fuzz.vhdx", vhdxFuzzDecode(data))
+		commonFuzzDisk(t, "fuzz.vhdx", vhdxFuzzDecode(data))
 	})
 }
 

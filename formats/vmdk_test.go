@@ -806,7 +806,7 @@ func FuzzVMDK(f *testing.F) {
 	}
 	f.Add([]byte("# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\ncreateType=\"custom\"\nRW 16 ZERO\nRW 8 FLAT \"fuzz.vmdk\" 1 uuid\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		fuzzOpen(t, "fuzz.vmdk", data)
+		commonFuzzDisk(t, "fuzz.vmdk", data)
 	})
 }
 
