@@ -582,14 +582,7 @@ func (d *affDisk) Close() error {
 }
 
 func (d *affDisk) Info() Info {
-	info := d.info
-	info.Files = append([]string(nil), d.info.Files...)
-	info.Metadata = make(map[string]string, len(d.info.Metadata))
-	for k, v := range d.info.Metadata {
-		info.Metadata[k] = v
-	}
-	info.Warnings = append([]string(nil), d.info.Warnings...)
-	return info
+	return d.info.clone()
 }
 
 var _ Mapper = (*affDisk)(nil)

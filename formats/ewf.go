@@ -808,14 +808,7 @@ func (d *ewfDisk) Close() error {
 }
 
 func (d *ewfDisk) Info() Info {
-	info := d.info
-	info.Files = append([]string(nil), d.info.Files...)
-	info.Metadata = make(map[string]string, len(d.info.Metadata))
-	for k, v := range d.info.Metadata {
-		info.Metadata[k] = v
-	}
-	info.Warnings = append([]string(nil), d.info.Warnings...)
-	return info
+	return d.info.clone()
 }
 
 // ewfHeaderKeys names the header identifiers kept in Info().Metadata.

@@ -63,6 +63,20 @@ type Info struct {
 	Parent         *Info             `json:"parent,omitempty"`
 }
 
+// clone copies i deeply enough that the caller may change the copy's
+// slices and map without touching i.
+func (i Info) clone() Info {
+	i.Files = append([]string(nil), i.Files...)
+	i.Features = append([]string(nil), i.Features...)
+	i.Warnings = append([]string(nil), i.Warnings...)
+	meta := make(map[string]string, len(i.Metadata))
+	for k, v := range i.Metadata {
+		meta[k] = v
+	}
+	i.Metadata = meta
+	return i
+}
+
 // Options control how Open treats an image.
 type Options struct {
 	// ReadOnly opens every file of the image read-only. Parents are
