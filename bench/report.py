@@ -59,6 +59,8 @@ def main():
     rand4 = collections.defaultdict(dict)
     attach = {}
     conc = None
+    trace = collections.defaultdict(dict)  # fmt -> seq/rand -> text
+    perf = collections.defaultdict(dict)
     order = []
     for line in open(data):
         kind, r, fmt, path, a, b, c = (line.rstrip("\n").split("\t") + ["-"] * 7)[:7]
@@ -77,6 +79,10 @@ def main():
             rand4[(fmt, path)][r] = float(b)
         elif kind == "attach":
             attach[fmt] = (a, b, c)
+        elif kind == "trace":
+            trace[fmt][path] = a
+        elif kind == "perf":
+            perf[fmt][path] = a
         elif kind == "conc":
             conc = (fmt.rstrip(","), int(a), b, c)
 
@@ -190,6 +196,20 @@ def main():
         w("| peak RSS MiB | aggregate MB/s | vdflat CPU s | met |")
         w("|---|---|---|---|")
         w("| %.1f | %s | %s | %s |" % (kib / 1024, mbps, c, "yes" if kib < 100 * 1024 else "**no**"))
+        w("")
+    if trace or perf:
+        w("## What vdflat sees (`vdflat -d --log`) and where its CPU goes (perf, cpu-clock)")
+        w("")
+        w("Requests: one whole `dd bs=1M` (page cache dropped) and one 1-job fio random 4 KiB run on a "
+          "second mount with `-d --log`. Profile: the measuring mount, same reads; top symbols by self time.")
+        w("")
+        w("| format | sequential: FUSE requests | random: FUSE requests | perf sequential | perf random |")
+        w("|---|---|---|---|---|")
+        for fmt in order:
+            if fmt in trace or fmt in perf:
+                w("| %s | %s | %s | %s | %s |" % (LABEL.get(fmt, fmt), trace[fmt].get("seq", "–"),
+                                                   trace[fmt].get("rand", "–"), perf[fmt].get("seq", "–"),
+                                                   perf[fmt].get("rand", "–")))
         w("")
     w("## Reference figures from the issue (another machine of this kind)")
     w("")

@@ -13,6 +13,7 @@
 #   BENCH_OUT       report file (default bench/RESULTS.md)
 #   BENCH_CPU       CPU that "pinned" runs use (default: the last one)
 #   BENCH_CONCURRENT images attached and read at once for the RSS test (default 10)
+#   BENCH_TRACE     1 (default): also log vdflat's FUSE requests and profile it with perf
 set -uo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -117,8 +118,16 @@ cleanup() {
 	for m in "${MOUNTS[@]}"; do
 		grep -qF " $m " /proc/mounts && { fusermount3 -u "$m" 2>/dev/null || fusermount3 -uz "$m" 2>/dev/null; }
 	done
+	# vmtouch writes its pid file only after locking everything
+	[ -s "$RUN/vmtouch.pid" ] && PIDS+=("$(cat "$RUN/vmtouch.pid")")
 	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-	sleep 0.5
+	local i
+	for i in $(seq 50); do
+		alive=0
+		for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+		[ $alive = 0 ] && break
+		sleep 0.1
+	done
 	for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
 	wait 2>/dev/null
 }
@@ -152,7 +161,7 @@ wait_for() { # command... : retry for 10 s
 # about a minute, which would turn some runs into disk reads.
 say "locking images in memory (vmtouch -l)"
 vmtouch -q -d -l -m 1000G -P "$RUN/vmtouch.pid" "$IMG" "$A" || die "vmtouch"
-wait_for test -s "$RUN/vmtouch.pid" && PIDS+=("$(cat "$RUN/vmtouch.pid")")
+wait_for test -s "$RUN/vmtouch.pid" || say "warning: vmtouch wrote no pid file"
 wait_for sh -c "vmtouch -m 1000G '$IMG' | grep -q 'Resident Pages.* 100%'" || say "warning: images not fully resident"
 
 say "mounting vdflat ($VDFLAT_REV)"
@@ -293,6 +302,52 @@ for r in $(seq "$ROUNDS"); do
 	done
 	say "round $r/$ROUNDS done ($(($(date +%s) - T0)) s): $(awk -F'\t' -v r="$r" '$2 == r && $1 == "seq" {printf "%s/%s %s  ", $3, $4, $5}' "$DATA")"
 done
+
+# What vdflat sees and where its CPU goes: a second mount with -d --log
+# logs every FUSE request (sizes, requests in flight); perf samples the
+# measuring mount during one sequential and one random read.
+if [ "${BENCH_TRACE:-1}" = 1 ]; then
+	say "tracing vdflat's FUSE requests (-d --log) and profiling it (perf)"
+	mkdir -p "$RUN/tr"
+	"$VDFLAT" -f -d --log "$RUN/trace.log" "$RUN/tr" 2>/dev/null &
+	PIDS+=("$!")
+	MOUNTS+=("$RUN/tr")
+	wait_for test -d "$RUN/tr/FlattenedImages" || die "tracing vdflat did not mount"
+	for f in $FORMATS; do
+		[ "${OK[$f]}" = 1 ] || continue
+		t=$RUN/tr/FlattenedImages/$f
+		ln -s "$IMG/${FILE[$f]}" "$t"
+		wait_for test -f "$t"
+		n0=$(wc -l <"$RUN/trace.log")
+		sync
+		echo 1 >/proc/sys/vm/drop_caches
+		dd if="$t" of=/dev/null bs=1M status=none
+		printf 'trace\t0\t%s\tseq\t%s\n' "$f" "$(python3 "$HERE/util.py" trace "$RUN/trace.log" "$n0")" >>"$DATA"
+		n0=$(wc -l <"$RUN/trace.log")
+		fio_iops "$t" 1 >/dev/null
+		printf 'trace\t0\t%s\trand\t%s\n' "$f" "$(python3 "$HERE/util.py" trace "$RUN/trace.log" "$n0")" >>"$DATA"
+		rm -f "$t"
+	done
+	fusermount3 -u "$RUN/tr"
+	if have perf; then
+		top() {
+			perf report -i "$1" --stdio --no-children --sort dso,sym -q 2>/dev/null |
+				awk 'NF && $1 ~ /%$/ {$2 = ""; sub(/^ +/, ""); print}' | head -8 | paste -sd';' | sed 's/|/\\|/g'
+		}
+		for f in $FORMATS; do
+			[ "${OK[$f]}" = 1 ] || continue
+			sync
+			echo 1 >/proc/sys/vm/drop_caches
+			perf record -q -e cpu-clock -F 999 -p "$VDPID" -o "$RUN/perf-$f-seq.data" -- \
+				dd if="$VD/$f" of=/dev/null bs=1M status=none >/dev/null 2>&1
+			printf 'perf\t0\t%s\tseq\t%s\n' "$f" "$(top "$RUN/perf-$f-seq.data")" >>"$DATA"
+			perf record -q -e cpu-clock -F 999 -p "$VDPID" -o "$RUN/perf-$f-rand.data" -- \
+				fio --name=r --filename="$VD/$f" --rw=randread --bs=4k --direct=1 --ioengine=psync \
+				--runtime="$FIO_SECS" --time_based --invalidate=0 --norandommap >/dev/null 2>&1
+			printf 'perf\t0\t%s\trand\t%s\n' "$f" "$(top "$RUN/perf-$f-rand.data")" >>"$DATA"
+		done
+	fi
+fi
 
 # Attach time: ln -s plus the first stat, 2 MiB vs 2 TiB, median of 9.
 say "attach times"

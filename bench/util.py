@@ -5,7 +5,12 @@ util.py check FLAT RAW      "ok FORMAT" if FLAT has RAW's size and 32
                             sampled MiB equal RAW's, else "fail ..."
 util.py attach DIR IMAGE N  median milliseconds of ln -s IMAGE DIR/x plus
                             the first stat of DIR/x, over N attaches
+util.py trace LOG FROM      summary of the FUSE Read requests in a
+                            `vdflat -d --log LOG` log after line FROM:
+                            count, sizes, most requests in flight at once
 """
+import collections
+import re
 import os
 import random
 import stat
@@ -57,11 +62,40 @@ def attach(d, image, n):
     return "%.2f" % statistics.median(times)
 
 
+def trace(log, start):
+    req = re.compile(r"<- Read \[ID=(0x[0-9a-f]+) .*?\] 0x[0-9a-f]+ (\d+) @0x")
+    done = re.compile(r"-> \[ID=(0x[0-9a-f]+)\] Read")
+    sizes = collections.Counter()
+    inflight = set()
+    peak = 0
+    with open(log, errors="replace") as f:
+        for i, line in enumerate(f):
+            if i < start:
+                continue
+            m = req.search(line)
+            if m:
+                sizes[int(m.group(2))] += 1
+                inflight.add(m.group(1))
+                peak = max(peak, len(inflight))
+                continue
+            m = done.search(line)
+            if m:
+                inflight.discard(m.group(1))
+    n = sum(sizes.values())
+    if not n:
+        return "no Read requests logged"
+    top = ", ".join("%d KiB x%d" % (s // 1024, c) if s >= 1024 else "%d B x%d" % (s, c)
+                    for s, c in sizes.most_common(3))
+    return "%d Read requests (%s); up to %d in flight" % (n, top, peak)
+
+
 def main():
     if sys.argv[1] == "check":
         print(check(sys.argv[2], sys.argv[3]))
     elif sys.argv[1] == "attach":
         print(attach(sys.argv[2], sys.argv[3], int(sys.argv[4])))
+    elif sys.argv[1] == "trace":
+        print(trace(sys.argv[2], int(sys.argv[3])))
     else:
         sys.exit(__doc__)
 
