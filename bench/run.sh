@@ -147,13 +147,13 @@ DATA=$RUN/data.tsv
 pid_by_arg() {
 	local p
 	for p in /proc/[0-9]*; do
-		tr '\0' '\n' <"$p/cmdline" 2>/dev/null | grep -qxF "$1" && { echo "${p#/proc/}"; return 0; }
+		{ tr '\0' '\n' <"$p/cmdline"; } 2>/dev/null | grep -qxF "$1" && { echo "${p#/proc/}"; return 0; }
 	done
 	return 1
 }
-wait_for() { # command... : retry for 10 s
+wait_for() { # command... : retry for WAIT seconds (default 10)
 	local i
-	for i in $(seq 100); do "$@" && return 0; sleep 0.1; done
+	for i in $(seq $((${WAIT:-10} * 10))); do "$@" && return 0; sleep 0.1; done
 	return 1
 }
 
@@ -161,8 +161,10 @@ wait_for() { # command... : retry for 10 s
 # about a minute, which would turn some runs into disk reads.
 say "locking images in memory (vmtouch -l)"
 vmtouch -q -d -l -m 1000G -P "$RUN/vmtouch.pid" "$IMG" "$A" || die "vmtouch"
-wait_for test -s "$RUN/vmtouch.pid" || say "warning: vmtouch wrote no pid file"
-wait_for sh -c "vmtouch -m 1000G '$IMG' | grep -q 'Resident Pages.* 100%'" || say "warning: images not fully resident"
+vtpid=$(pid_by_arg "$RUN/vmtouch.pid") && PIDS+=("$vtpid")
+# (its daemon writes the pid file once everything is locked)
+WAIT=600 wait_for test -s "$RUN/vmtouch.pid" || die "vmtouch did not lock the images"
+vmtouch -m 1000G "$IMG" | grep -q 'Resident Pages.* 100%' || say "warning: images not fully resident"
 
 say "mounting vdflat ($VDFLAT_REV)"
 "$VDFLAT" -f "$RUN/vd" 2>"$RUN/vdflat.log" &
