@@ -200,7 +200,7 @@ def main():
     if trace or perf:
         w("## What vdflat sees (`vdflat -d --log`) and where its CPU goes (perf, cpu-clock)")
         w("")
-        w("Requests: one whole `dd bs=1M` (page cache dropped) and one 1-job fio random 4 KiB run on a "
+        w("Requests: `dd bs=1M` of the first 256 MiB (page cache dropped) and one 1-job fio random 4 KiB run on a "
           "second mount with `-d --log`. Profile: the measuring mount, same reads; top symbols by self time.")
         w("")
         w("| format | sequential: FUSE requests | random: FUSE requests | perf sequential | perf random |")

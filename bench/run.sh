@@ -7,7 +7,7 @@
 #   VDFLAT_REV      text naming that binary's source in the report (default: git describe)
 #   BENCH_SIZE      disk size (default 2G; numfmt --from=iec syntax, e.g. 256M)
 #   BENCH_ROUNDS    interleaved rounds (default 3)
-#   BENCH_FIO_SECS  seconds per fio run (default 3)
+#   BENCH_FIO_SECS  seconds per fio run (default 2)
 #   BENCH_FORMATS   subset of: raw qcow2 qcow2z vdi vmdk vhd vhdx e01 dmg
 #   BENCH_DIR       images and mount points (default /var/tmp/vdflat-bench)
 #   BENCH_OUT       report file (default bench/RESULTS.md)
@@ -20,7 +20,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(dirname "$HERE")
 SIZE_ARG=${BENCH_SIZE:-2G}
 ROUNDS=${BENCH_ROUNDS:-3}
-FIO_SECS=${BENCH_FIO_SECS:-3}
+FIO_SECS=${BENCH_FIO_SECS:-2}
 FORMATS=${BENCH_FORMATS:-"raw qcow2 qcow2z vdi vmdk vhd vhdx e01 dmg"}
 DIR=${BENCH_DIR:-/var/tmp/vdflat-bench}
 OUT=${BENCH_OUT:-$HERE/RESULTS.md}
@@ -323,7 +323,7 @@ if [ "${BENCH_TRACE:-1}" = 1 ]; then
 		n0=$(wc -l <"$RUN/trace.log")
 		sync
 		echo 1 >/proc/sys/vm/drop_caches
-		dd if="$t" of=/dev/null bs=1M status=none
+		dd if="$t" of=/dev/null bs=1M count=256 status=none
 		printf 'trace\t0\t%s\tseq\t%s\n' "$f" "$(python3 "$HERE/util.py" trace "$RUN/trace.log" "$n0")" >>"$DATA"
 		n0=$(wc -l <"$RUN/trace.log")
 		fio_iops "$t" 1 >/dev/null
@@ -341,7 +341,7 @@ if [ "${BENCH_TRACE:-1}" = 1 ]; then
 			sync
 			echo 1 >/proc/sys/vm/drop_caches
 			perf record -q -e cpu-clock -F 999 -p "$VDPID" -o "$RUN/perf-$f-seq.data" -- \
-				dd if="$VD/$f" of=/dev/null bs=1M status=none >/dev/null 2>&1
+				dd if="$VD/$f" of=/dev/null bs=1M count=768 status=none >/dev/null 2>&1
 			printf 'perf\t0\t%s\tseq\t%s\n' "$f" "$(top "$RUN/perf-$f-seq.data")" >>"$DATA"
 			perf record -q -e cpu-clock -F 999 -p "$VDPID" -o "$RUN/perf-$f-rand.data" -- \
 				fio --name=r --filename="$VD/$f" --rw=randread --bs=4k --direct=1 --ioengine=psync \
