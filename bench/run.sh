@@ -143,11 +143,14 @@ mkdir -p "$RUN"/{vd,xraw,xewf,ewfm,qsd}
 DATA=$RUN/data.tsv
 : >"$DATA"
 
-# pid of the process whose command line holds the argument $1 exactly
+# pid of the program $1 (its argv[0] basename) whose command line holds the
+# argument $2 exactly (argv[0] matters: the grep below has $2 as argument too)
 pid_by_arg() {
-	local p
+	local p args
 	for p in /proc/[0-9]*; do
-		{ tr '\0' '\n' <"$p/cmdline"; } 2>/dev/null | grep -qxF "$1" && { echo "${p#/proc/}"; return 0; }
+		mapfile -t args < <({ tr '\0' '\n' <"$p/cmdline"; } 2>/dev/null)
+		[ ${#args[@]} -gt 0 ] && [ "${args[0]##*/}" = "$1" ] || continue
+		printf '%s\n' "${args[@]:1}" | grep -qxF -- "$2" && { echo "${p#/proc/}"; return 0; }
 	done
 	return 1
 }
@@ -161,7 +164,7 @@ wait_for() { # command... : retry for WAIT seconds (default 10)
 # about a minute, which would turn some runs into disk reads.
 say "locking images in memory (vmtouch -l)"
 vmtouch -q -d -l -m 1000G -P "$RUN/vmtouch.pid" "$IMG" "$A" || die "vmtouch"
-vtpid=$(pid_by_arg "$RUN/vmtouch.pid") && PIDS+=("$vtpid")
+vtpid=$(pid_by_arg vmtouch "$RUN/vmtouch.pid") && PIDS+=("$vtpid")
 # (its daemon writes the pid file once everything is locked)
 WAIT=600 wait_for test -s "$RUN/vmtouch.pid" || die "vmtouch did not lock the images"
 vmtouch -m 1000G "$IMG" | grep -q 'Resident Pages.* 100%' || say "warning: images not fully resident"
@@ -209,16 +212,16 @@ declare -A APID
 if [[ " $FORMATS " == *" raw "* ]]; then
 	xmount --in raw "$IMG/disk.raw" --out raw "$RUN/xraw" >"$RUN/xmount-raw.log" 2>&1 || die "xmount raw"
 	MOUNTS+=("$RUN/xraw")
-	APID[xraw]=$(pid_by_arg "$RUN/xraw")
+	APID[xraw]=$(pid_by_arg xmount "$RUN/xraw")
 	PIDS+=("${APID[xraw]}")
 fi
 if [[ " $FORMATS " == *" e01 "* ]]; then
 	xmount --in ewf "$IMG/disk.E01" --out raw "$RUN/xewf" >"$RUN/xmount-ewf.log" 2>&1 || die "xmount ewf"
 	MOUNTS+=("$RUN/xewf")
-	APID[xewf]=$(pid_by_arg "$RUN/xewf")
+	APID[xewf]=$(pid_by_arg xmount "$RUN/xewf")
 	ewfmount "$IMG/disk.E01" "$RUN/ewfm" >"$RUN/ewfmount.log" 2>&1 || die "ewfmount"
 	MOUNTS+=("$RUN/ewfm")
-	APID[ewfm]=$(pid_by_arg "$RUN/ewfm")
+	APID[ewfm]=$(pid_by_arg ewfmount "$RUN/ewfm")
 	PIDS+=("${APID[xewf]}" "${APID[ewfm]}")
 fi
 
