@@ -46,6 +46,19 @@ func TestMountFormats(t *testing.T) {
 			runTool(t, "", "ewfexport", "-u", "-f", "raw", "-t", filepath.Join(dir, "oracle"), filepath.Join(dir, "disk.E01"))
 			return filepath.Join(dir, "disk.E01"), filepath.Join(dir, "oracle.raw")
 		}},
+		{"aff", func(t *testing.T, dir string) (string, string) {
+			img, out := filepath.Join(dir, "disk.aff"), filepath.Join(dir, "oracle.raw")
+			// afflib guesses its input's type from the name: give it .raw.
+			in := filepath.Join(dir, "in.raw")
+			runTool(t, "", "cp", raw, in)
+			runTool(t, "", "affconvert", "-o", img, in)
+			b, err := exec.Command("affcat", img).Output()
+			if err != nil {
+				t.Fatalf("affcat: %v", err)
+			}
+			os.WriteFile(out, b, 0o644)
+			return img, out
+		}},
 		{"dmg", func(t *testing.T, dir string) (string, string) {
 			out := filepath.Join(dir, "oracle.raw")
 			img := filepath.Join(samples, "udif", "compression-zlib.dmg")
