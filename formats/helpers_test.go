@@ -478,3 +478,24 @@ func benchReads(b *testing.B, d Disk, random bool) {
 		}
 	}
 }
+
+// benchOpen measures attaching an empty image of qemu format fmtName at
+// 2 MiB and at 2 TiB, with one read in the middle: the two must cost
+// about the same (tables are read lazily).
+func benchOpen(b *testing.B, fmtName, ext string) {
+	for _, size := range []string{"2M", "2T"} {
+		p := filepath.Join(b.TempDir(), "img."+ext)
+		qemuImg(b, "create", "-f", fmtName, p, size)
+		b.Run(size, func(b *testing.B) {
+			buf := make([]byte, 4096)
+			for i := 0; i < b.N; i++ {
+				d, err := Open(p, Options{ReadOnly: true})
+				if err != nil {
+					b.Fatal(err)
+				}
+				d.ReadAt(buf, d.Size()/2/SectorSize*SectorSize)
+				d.Close()
+			}
+		})
+	}
+}
