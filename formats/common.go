@@ -172,3 +172,17 @@ func closeChain(err error, f *os.File, parent Disk) error {
 	}
 	return err
 }
+
+// checkParent appends the findings of parent's own Check (when it has
+// one) to findings, each prefixed with label and the parent's path.
+func checkParent(findings []string, parent Disk, label string) ([]string, error) {
+	ck, ok := parent.(Checker)
+	if !ok {
+		return findings, nil
+	}
+	pf, err := ck.Check()
+	for _, s := range pf {
+		findings = append(findings, fmt.Sprintf("%s %s: %s", label, parent.Info().Path, s))
+	}
+	return findings, err
+}

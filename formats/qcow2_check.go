@@ -126,16 +126,7 @@ func (d *qcow2Disk) Check() ([]string, error) {
 	if err != nil {
 		return findings, err
 	}
-	if ck, ok := d.parent.(Checker); ok {
-		pf, err := ck.Check()
-		for _, s := range pf {
-			findings = append(findings, fmt.Sprintf("backing file %s: %s", d.parent.Info().Path, s))
-		}
-		if err != nil {
-			return findings, err
-		}
-	}
-	return findings, nil
+	return checkParent(findings, d.parent, "backing file")
 }
 
 func (d *qcow2Disk) check() ([]string, error) {

@@ -74,16 +74,7 @@ func (d *vhdxDisk) Check() ([]string, error) {
 	if err != nil {
 		return findings, err
 	}
-	if ck, ok := d.parent.(Checker); ok {
-		pf, err := ck.Check()
-		for _, s := range pf {
-			findings = append(findings, fmt.Sprintf("parent %s: %s", d.parent.Info().Path, s))
-		}
-		if err != nil {
-			return findings, err
-		}
-	}
-	return findings, nil
+	return checkParent(findings, d.parent, "parent")
 }
 
 func (d *vhdxDisk) check() ([]string, error) {
