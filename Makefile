@@ -1,6 +1,6 @@
 # vdflat: `make demo` shows it working, `make test` runs every test.
 GO       ?= go
-FUZZTIME ?= 8s
+FUZZTIME ?= 10000x
 SAMPLES  ?= ../shared/samples
 
 .PHONY: all build demo test lint unit cross fuzz deps bench clean
@@ -30,7 +30,7 @@ cross:
 	CGO_ENABLED=0 GOOS=linux   GOARCH=arm64 $(GO) build -trimpath -o dist/vdflat-linux-arm64 .
 	CGO_ENABLED=0 GOOS=freebsd GOARCH=amd64 $(GO) build -trimpath -o dist/vdflat-freebsd-amd64 .
 
-# Every fuzz target for a short while (FUZZTIME each).
+# Every fuzz target for FUZZTIME executions each (a count: see scripts/fuzz.sh).
 fuzz:
 	./scripts/fuzz.sh $(FUZZTIME)
 
