@@ -16,7 +16,6 @@ package formats
 
 import (
 	"bytes"
-	"compress/zlib"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -30,6 +29,7 @@ import (
 	"sync"
 	"unicode/utf8"
 
+	"github.com/klauspost/compress/zlib"
 	"github.com/ulikunitz/xz/lzma"
 )
 

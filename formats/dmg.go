@@ -3,7 +3,6 @@ package formats
 import (
 	"bytes"
 	"compress/bzip2"
-	"compress/zlib"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/xml"
@@ -15,6 +14,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/klauspost/compress/zlib"
 	"github.com/ulikunitz/xz"
 	"github.com/ulikunitz/xz/lzma"
 )

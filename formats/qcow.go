@@ -8,12 +8,13 @@ package formats
 
 import (
 	"bytes"
-	"compress/flate"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
 	"strings"
+
+	"github.com/klauspost/compress/flate"
 )
 
 func init() {
