@@ -285,9 +285,14 @@ func serve(cfg *mountConfig, notify *os.File) error {
 	// bazil allocates a buffer for every request; a lazier collector
 	// trades a little memory for a large share of the read path's CPU,
 	// and a soft limit keeps that garbage from piling up when many images
-	// are read at once (measured in bench/RESULTS.md).
-	debug.SetGCPercent(400)
-	debug.SetMemoryLimit(96 << 20)
+	// are read at once (ten 2 GiB images read at once: 71 MiB peak RSS,
+	// bench/RESULTS.md). GOGC and GOMEMLIMIT still override both.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(64 << 20)
+	}
 	// bazil's serve loop blocks in read(2) on /dev/fuse while holding its
 	// P and starts a goroutine per request. With a single P (one CPU, or
 	// pinned with taskset) that goroutine waits for sysmon to take the P

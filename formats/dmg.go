@@ -56,7 +56,7 @@ const (
 	dmgMaxTableBytes = 256 << 20 // XML plist or resource fork
 	dmgMaxChunks     = 1 << 24
 	dmgMaxSectors    = 1 << 50 // 512 PiB: keeps sector arithmetic far from overflow
-	dmgCacheBudget   = 32 << 20
+	dmgCacheBudget   = 8 << 20 // decompressed chunks kept: a 1 MiB chunk serves eight 128 KiB requests
 )
 
 // dmgProbe claims files with a koly trailer, and encrypted images (whose

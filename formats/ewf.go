@@ -56,6 +56,7 @@ const (
 	ewfTableCacheSize  = 64
 	ewfMaxSections     = 1 << 21  // in the whole set: a 64 TiB image of 32 KiB chunks has ~400000
 	ewfTableCacheBytes = 48 << 20 // loaded tables kept, at 12 bytes an entry
+	ewfChunkCacheBytes = 2 << 20  // decompressed chunks kept: requests of 128 KiB span whole chunks
 )
 
 func ewfProbe(pd *ProbeData) bool {
@@ -322,7 +323,7 @@ func (d *ewfDisk) open() error {
 		biggest = max(biggest, t.count)
 	}
 	d.tableCache = newLRU[int, *ewfEntries](int(min(ewfTableCacheSize, max(2, ewfTableCacheBytes/(12*biggest)))))
-	d.chunkCache = newLRU[int64, []byte](max(4, int((16<<20)/d.chunkSize)))
+	d.chunkCache = newLRU[int64, []byte](max(4, int(ewfChunkCacheBytes/d.chunkSize)))
 	bufSize := int(ewfStoredMax(d.chunkSize))
 	d.bufPool.New = func() any { b := make([]byte, bufSize); return &b }
 

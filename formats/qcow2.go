@@ -64,7 +64,7 @@ const (
 	qcow2MaxSnapshots   = 65536
 	qcow2ListSnapshots  = 1000 // snapshots listed in Info().Metadata
 	qcow2CacheBytes     = 32 << 20
-	qcow2ZCacheBytes    = 8 << 20
+	qcow2ZCacheBytes    = 2 << 20
 	qcow2MaxBackingName = 1023
 )
 
