@@ -297,9 +297,11 @@ func serve(cfg *mountConfig, notify *os.File) error {
 	// P and starts a goroutine per request. With a single P (one CPU, or
 	// pinned with taskset) that goroutine waits for sysmon to take the P
 	// back, tens of µs per request; a second P lets it run at once (3-4x
-	// the random 4 KiB IOPS when pinned, bench/RESULTS.md).
-	if os.Getenv("GOMAXPROCS") == "" && runtime.GOMAXPROCS(0) < 2 {
-		runtime.GOMAXPROCS(2)
+	// the random 4 KiB IOPS when pinned, bench/RESULTS.md). Setting it
+	// also stops the runtime from lowering it to 1 when the daemon is
+	// pinned later (taskset -p).
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(max(2, runtime.GOMAXPROCS(0)))
 	}
 	t := newTree(cfg.uid, cfg.gid, cfg.maxReaders)
 	admin := uint32(os.Getuid())
