@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -344,7 +345,7 @@ func (fsys *filesys) attach(d *dir, name, target string) (*flatFile, error) {
 	} else if img.overlay != "" {
 		mode = "writes go to " + img.overlay
 	}
-	log.Printf("attached %s: %s (%s %s, %d bytes, %s)", name, target, info.Format, info.Variant, img.Size(), mode)
+	log.Printf("attached %s: %s (%s, %d bytes, %s)", name, target, strings.TrimSpace(info.Format+" "+info.Variant), img.Size(), mode)
 	for _, w := range info.Warnings {
 		log.Printf("attached %s: warning: %s", name, w)
 	}
