@@ -350,6 +350,9 @@ func serve(cfg *mountConfig, notify *os.File) error {
 		return fmt.Errorf("mounting %s: %w", cfg.mountpoint, err)
 	}
 	defer conn.Close()
+	if err := raiseReadahead(cfg.mountpoint, 1024); err != nil {
+		log.Printf("readahead stays at the kernel's default: %v", err)
+	}
 
 	var config fusefs.Config
 	if cfg.debug {

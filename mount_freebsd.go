@@ -24,3 +24,7 @@ func lazyUnmount(mountpoint string) error {
 	}
 	return nil
 }
+
+// raiseReadahead is Linux-only: FreeBSD's fusefs reads ahead by its own
+// rules.
+func raiseReadahead(mountpoint string, kib int) error { return nil }

@@ -57,8 +57,13 @@ type mount struct {
 // daemon reported a data race or a mount is left behind.
 func startMount(t *testing.T, args ...string) *mount {
 	t.Helper()
+	return startMountAt(t, filepath.Join(t.TempDir(), "mnt"), args...)
+}
+
+// startMountAt is startMount on a mount point of the caller's choosing.
+func startMountAt(t *testing.T, dir string, args ...string) *mount {
+	t.Helper()
 	needTool(t, "fusermount3")
-	dir := filepath.Join(t.TempDir(), "mnt")
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +112,7 @@ func isMounted(dir string) bool {
 	if err != nil {
 		return false
 	}
-	return bytes.Contains(b, []byte(" "+dir+" "))
+	return bytes.Contains(b, []byte(" "+strings.ReplaceAll(dir, " ", `\040`)+" ")) // mountinfo escapes spaces
 }
 
 func (m *mount) log() string {
@@ -948,4 +953,25 @@ func TestMountReadOnlyMount(t *testing.T) {
 	wantErrno(t, "attach on a read-only mount", os.Symlink(img, filepath.Join(m.flat, "x")), syscall.EROFS)
 	_, err := os.OpenFile(filepath.Join(m.flat, "disk"), os.O_WRONLY, 0)
 	wantErrno(t, "write-open on a read-only mount", err, syscall.EROFS)
+}
+
+// The daemon raises the kernel's readahead for its files to 1 MiB. It
+// finds its mount through /proc/self/mountinfo, where a space in the path
+// is escaped.
+func TestMountReadahead(t *testing.T) {
+	m := startMountAt(t, filepath.Join(t.TempDir(), "mount point"))
+	dev := strings.TrimSpace(runTool(t, "", "mountpoint", "-d", m.dir))
+	knob := "/sys/class/bdi/" + dev + "/read_ahead_kb"
+	got := ""
+	// The mount is visible a moment before the daemon sets the knob.
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		b, err := os.ReadFile(knob)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got = strings.TrimSpace(string(b)); got == "1024" {
+			return
+		}
+	}
+	t.Fatalf("%s = %s, want 1024\n%s", knob, got, m.log())
 }
