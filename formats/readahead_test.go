@@ -185,3 +185,18 @@ func TestReadaheadCloseWaits(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// BenchmarkReadaheadCompressedRead reads a zlib qcow2 in 1 MiB sequential
+// reads (as flatten does) directly and through Readahead.
+func BenchmarkReadaheadCompressedRead(b *testing.B) {
+	b.Run("direct", func(b *testing.B) { benchReads(b, qcow2BenchImage(b, true), false) })
+	b.Run("readahead", func(b *testing.B) {
+		d := Readahead(keepOpen{qcow2BenchImage(b, true)}) // the image closes at cleanup
+		defer d.Close()
+		benchReads(b, d, false)
+	})
+}
+
+type keepOpen struct{ Disk }
+
+func (keepOpen) Close() error { return nil }
