@@ -662,25 +662,13 @@ func flattenCommand(c *cli.Context) error {
 
 const copyChunk = 1 << 20
 
-// readingAhead returns a reader of d for a sequential copy: the next
-// blocks are read (decompressed, checked) on other CPUs while the copy
-// goes on. Closing it leaves d open.
-func readingAhead(d formats.Disk) formats.Disk {
-	return formats.Readahead(keepOpen{d})
-}
-
-// keepOpen is a disk whose Close leaves the disk under it open.
-type keepOpen struct{ formats.Disk }
-
-func (keepOpen) Close() error { return nil }
-
 // flatten copies d to out. With sparse set (a regular output file),
 // unallocated and all-zero ranges are left as holes.
 func flatten(d formats.Disk, out *os.File, sparse bool, h hash.Hash, prog *progress) error {
 	size := d.Size()
 	buf := make([]byte, copyChunk)
 	mapper, _ := d.(formats.Mapper)
-	src := readingAhead(d)
+	src := formats.Readahead(d) // decompresses ahead on other CPUs
 	defer src.Close()
 	var zeros []byte
 	for off := int64(0); off < size; {
@@ -822,7 +810,7 @@ func verifyDisk(d formats.Disk, prog *progress) (map[string]string, []finding) {
 	var findings []finding
 	size := d.Size()
 	buf := make([]byte, copyChunk)
-	src := readingAhead(d)
+	src := formats.Readahead(d) // decompresses ahead on other CPUs
 	defer src.Close()
 	for off := int64(0); off < size; {
 		n := min(int64(len(buf)), size-off)
