@@ -47,9 +47,6 @@ type raBlock struct {
 	gone bool   // evicted
 }
 
-// Unwrap returns the disk under the readahead.
-func (r *readahead) Unwrap() Disk { return r.Disk }
-
 func (r *readahead) ReadAt(p []byte, off int64) (int, error) {
 	if len(p) == 0 || off < 0 || off >= r.Size() {
 		return r.Disk.ReadAt(p, off)
