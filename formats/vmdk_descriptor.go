@@ -43,19 +43,15 @@ func vmdkDescriptorText(b []byte) []byte {
 
 // vmdkProbeDescriptor reports whether head looks like a text descriptor:
 // the "# Disk DescriptorFile" signature or a createType line near the
-// start, and no binary data.
+// start. The text ends at the first NUL, as for the parser: qemu pads a
+// descriptor file with NULs to a sector, and when it rewrites the CID in
+// place with fewer hex digits, the old text's last bytes stay after the
+// new NUL.
 func vmdkProbeDescriptor(head []byte) bool {
 	if len(head) > 4096 {
 		head = head[:4096]
 	}
-	// qemu-img convert pads a descriptor file with NULs to a sector.
-	if i := bytes.IndexByte(head, 0); i >= 0 {
-		if !isZero(head[i:]) {
-			return false
-		}
-		head = head[:i]
-	}
-	s := strings.TrimPrefix(string(head), "\ufeff")
+	s := strings.TrimPrefix(string(vmdkDescriptorText(head)), "\ufeff")
 	if strings.HasPrefix(strings.TrimLeft(s, " \t\r\n"), "# Disk DescriptorFile") {
 		return true
 	}

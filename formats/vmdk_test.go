@@ -10,6 +10,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -898,4 +900,44 @@ func TestVMDKSplitBoundaries(t *testing.T) {
 			}
 		})
 	}
+}
+
+// qemu rewrites a descriptor file's CID in place on the first write of a
+// session: the new text ends with a NUL, and when the new CID has fewer
+// hex digits (qemu prints it without padding) the old text's last bytes
+// stay after that NUL. About one qemu-img convert in 256 leaves such a
+// file; this test rewrites qemu's own descriptor the same way and checks
+// that vdflat reads it as qemu does.
+func TestVMDKDescriptorBytesAfterNUL(t *testing.T) {
+	dir := t.TempDir()
+	p, _ := vmdkFixture(t, dir, "disk", "monolithicFlat", 1<<20+7*512, 5, "adapter_type=lsilogic")
+	old, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := old
+	if i := bytes.IndexByte(old, 0); i >= 0 {
+		text = old[:i]
+	}
+	cid := regexp.MustCompile(`(?m)^CID=[0-9a-f]+\n`).FindIndex(text)
+	if cid == nil {
+		t.Fatalf("no CID line in qemu's descriptor:\n%s", text)
+	}
+	rewritten := slices.Concat(text[:cid[0]], []byte("CID=1\n"), text[cid[1]:])
+	file := make([]byte, max(len(old), SectorSize))
+	copy(file, old)
+	copy(file, rewritten)
+	file[len(rewritten)] = 0
+	if isZero(file[len(rewritten):]) {
+		t.Fatalf("no old bytes left after the NUL (qemu's CID was 1 digit?)\n%q", file)
+	}
+	if err := os.WriteFile(p, file, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want := qemuRaw(t, "vmdk", p)
+	d := mustOpen(t, p, Options{ReadOnly: true})
+	if info := d.Info(); info.Format != "vmdk" || info.Metadata["CID"] != "1" {
+		t.Fatalf("opened as %s, CID %q", info.Format, info.Metadata["CID"])
+	}
+	vmdkCompare(t, d, want)
 }
