@@ -174,8 +174,11 @@ func TestReadaheadCloseWaits(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if fd.inflight.Load() == 0 {
-		t.Fatal("nothing is being read ahead")
+	// The blocks read ahead start in goroutines: wait until one reaches the gate.
+	for deadline := time.Now().Add(10 * time.Second); fd.inflight.Load() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("nothing is being read ahead")
+		}
 	}
 	closed := make(chan struct{})
 	go func() { d.Close(); close(closed) }()
