@@ -147,10 +147,7 @@ func (r *readahead) fill(b int64, blk *raBlock) {
 	r.mu.Lock()
 	blk.n, blk.err = n, err
 	close(blk.done)
-	if blk.gone && blk.refs == 0 {
-		raPool.Put(blk.data)
-		blk.data = nil
-	}
+	recycle(blk)
 	r.mu.Unlock()
 }
 
@@ -181,13 +178,21 @@ func (r *readahead) evictOne() bool {
 func (r *readahead) drop(b int64, blk *raBlock) {
 	delete(r.blocks, b)
 	blk.gone = true
+	recycle(blk)
+}
+
+// recycle returns blk's buffer to the pool once blk is dropped, read, and
+// no reader copies from it; drop, fill and the last release each call it,
+// whichever comes last does it. Called with mu held.
+func recycle(blk *raBlock) {
+	if !blk.gone || blk.refs != 0 || blk.data == nil {
+		return
+	}
 	select {
 	case <-blk.done:
-		if blk.refs == 0 {
-			raPool.Put(blk.data)
-			blk.data = nil
-		}
-	default: // still being read: fill or the last release returns the buffer
+		raPool.Put(blk.data)
+		blk.data = nil
+	default: // still being read
 	}
 }
 
@@ -201,10 +206,7 @@ func (r *readahead) release(blocks []*raBlock) {
 func (r *readahead) unref(blocks []*raBlock) {
 	for _, blk := range blocks {
 		blk.refs--
-		if blk.refs == 0 && blk.gone && blk.data != nil {
-			raPool.Put(blk.data)
-			blk.data = nil
-		}
+		recycle(blk)
 	}
 }
 
