@@ -50,12 +50,12 @@ const (
 	ewfDescriptorSize  = 76
 	ewfTableHeaderSize = 24
 	ewfMaxChunkSize    = 64 << 20 // memory per chunk; EnCase stops at 32768 x 512-byte sectors (16 MiB)
-	ewfMaxTableEntries = 1 << 21  // far above EnCase's 16375; 24 MiB once loaded
+	ewfMaxTableEntries = 1 << 21  // far above EnCase's 16375; 8 MiB once loaded
 	ewfMaxSegments     = 14971    // .E01-.E99 plus .EAA-.ZZZ
 	ewfMaxMetaSection  = 16 << 20 // header sections are a few hundred bytes
 	ewfTableCacheSize  = 64
 	ewfMaxSections     = 1 << 21  // in the whole set: a 64 TiB image of 32 KiB chunks has ~400000
-	ewfTableCacheBytes = 48 << 20 // loaded tables kept, at 12 bytes an entry
+	ewfTableCacheBytes = 16 << 20 // loaded tables kept, at 4 bytes an entry
 	ewfChunkCacheBytes = 2 << 20  // decompressed chunks kept: requests of 128 KiB span whole chunks
 )
 
@@ -84,18 +84,13 @@ type ewfSegment struct {
 	sections []ewfSection // in file order
 }
 
-// sectionEnd returns the end of the section holding file offset off, or
-// -1 when no section holds it.
-func (s *ewfSegment) sectionEnd(off int64) int64 {
+// sectionAt returns the section holding file offset off, if any.
+func (s *ewfSegment) sectionAt(off int64) (ewfSection, bool) {
 	i := sort.Search(len(s.sections), func(i int) bool { return s.sections[i].off > off })
-	if i == 0 {
-		return -1
+	if i == 0 || off >= s.sections[i-1].end {
+		return ewfSection{}, false
 	}
-	sec := s.sections[i-1]
-	if off >= sec.end {
-		return -1
-	}
-	return sec.end
+	return s.sections[i-1], true
 }
 
 // ewfTable locates one table section (and its table2 mirror) at open;
@@ -108,14 +103,13 @@ type ewfTable struct {
 	headerGood bool  // the table header checksum matched at open
 }
 
-// ewfEntries is a loaded table: absolute file offsets and stored sizes
-// of its chunks, with ewfCompressedBit set in size for zlib chunks.
+// ewfEntries is a loaded table, kept as stored and decoded per chunk, so
+// that loading one costs a read and a checksum.
 type ewfEntries struct {
-	off  []int64
-	size []uint32
+	seg  *ewfSegment
+	raw  []byte // the section's little-endian entries: offset from base, top bit set for zlib
+	base int64
 }
-
-const ewfCompressedBit = 1 << 31
 
 type ewfDisk struct {
 	path       string
@@ -322,7 +316,7 @@ func (d *ewfDisk) open() error {
 	for _, t := range d.tables {
 		biggest = max(biggest, t.count)
 	}
-	d.tableCache = newLRU[int, *ewfEntries](int(min(ewfTableCacheSize, max(2, ewfTableCacheBytes/(12*biggest)))))
+	d.tableCache = newLRU[int, *ewfEntries](int(min(ewfTableCacheSize, max(2, ewfTableCacheBytes/(4*biggest)))))
 	d.chunkCache = newLRU[int64, []byte](max(4, int(ewfChunkCacheBytes/d.chunkSize)))
 	bufSize := int(ewfStoredMax(d.chunkSize))
 	d.bufPool.New = func() any { b := make([]byte, bufSize); return &b }
@@ -648,39 +642,45 @@ func (d *ewfDisk) readEntries(seg *ewfSegment, off int64, count int64) (*ewfEntr
 	if err := readFullAt(seg.f, raw, off+ewfDescriptorSize+ewfTableHeaderSize, "ewf", seg.path); err != nil {
 		return nil, err
 	}
-	entry := func(j int64) (int64, bool) {
-		v := binary.LittleEndian.Uint32(raw[4*j:])
-		return base + int64(v&0x7fffffff), v&0x80000000 != 0
-	}
+	e := &ewfEntries{seg: seg, raw: raw[:n*4], base: base}
 	// EnCase-style tables end with an Adler-32 of the entries; tables
 	// whose chunks follow inside the same section (EWF/SMART) do not.
 	inside := false
 	if n > 0 {
-		first, _ := entry(0)
+		first, _ := e.entry(0)
 		inside = first >= sec.off && first < sec.end
 	}
 	if !inside && len(raw) == int(n*4+4) && !ewfChecksumOK(raw[:n*4], raw[n*4:]) {
 		return nil, corruptf("ewf", seg.path, off, "%s entries checksum mismatch", sec.typ)
 	}
-	e := &ewfEntries{off: make([]int64, count), size: make([]uint32, count)}
-	for j := range count {
-		start, compressed := entry(j)
-		end := seg.sectionEnd(start)
-		if j+1 < n {
-			if next, _ := entry(j + 1); next > start && (end < 0 || next <= end) {
-				end = next
-			}
-		}
-		e.off[j] = start
-		// A chunk outside any section keeps size 0: an error when read.
-		if stored := end - start; end >= 0 && stored <= ewfStoredMax(ewfMaxChunkSize) {
-			e.size[j] = uint32(stored)
-		}
-		if compressed {
-			e.size[j] |= ewfCompressedBit
+	return e, nil
+}
+
+// entry decodes entry j: the chunk's file offset and whether it is zlib.
+func (e *ewfEntries) entry(j int64) (int64, bool) {
+	v := binary.LittleEndian.Uint32(e.raw[4*j:])
+	return e.base + int64(v&0x7fffffff), v&0x80000000 != 0
+}
+
+// chunk returns where chunk j is stored: its file offset, its stored size
+// (up to the next chunk or the end of its section) and whether it is zlib.
+// The size is 0, an error when read, for a chunk outside any section or
+// bigger than any chunk can be.
+func (e *ewfEntries) chunk(j int64) (off, stored int64, compressed bool) {
+	start, compressed := e.entry(j)
+	end := int64(-1)
+	if sec, ok := e.seg.sectionAt(start); ok {
+		end = sec.end
+	}
+	if (j+1)*4 < int64(len(e.raw)) {
+		if next, _ := e.entry(j + 1); next > start && (end < 0 || next <= end) {
+			end = next
 		}
 	}
-	return e, nil
+	if stored := end - start; end >= 0 && stored <= ewfStoredMax(ewfMaxChunkSize) {
+		return start, stored, compressed
+	}
+	return start, 0, compressed
 }
 
 func (d *ewfDisk) Size() int64 { return d.size }
@@ -728,14 +728,14 @@ func (d *ewfDisk) chunk(ci int64) ([]byte, error) {
 	j := ci - t.first
 	seg := d.segs[t.seg]
 	want := min(d.chunkSize, d.size-ci*d.chunkSize)
-	off, stored := e.off[j], int64(e.size[j]&^ewfCompressedBit)
+	off, stored, compressed := e.chunk(j)
 	if stored <= 0 || stored > ewfStoredMax(d.chunkSize) {
 		return nil, corruptf("ewf", seg.path, off, "chunk %d: stored size %d out of range", ci, stored)
 	}
 	bp := d.bufPool.Get().(*[]byte)
 	defer d.bufPool.Put(bp)
 	out := make([]byte, want)
-	if e.size[j]&ewfCompressedBit != 0 {
+	if compressed {
 		buf := (*bp)[:stored]
 		if err := readFullAt(seg.f, buf, off, "ewf", seg.path); err != nil {
 			return nil, err
