@@ -1,12 +1,14 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // One real mount per format: make an image with the format's own tools,
@@ -112,4 +114,42 @@ func TestMountFormatErrors(t *testing.T) {
 			t.Errorf("status lacks %q:\n%s", want, status)
 		}
 	}
+}
+
+// st_blocks is what the image stores. A VHD counts it by scanning its
+// whole block table, which attach leaves for later so that a 2 TiB image
+// attaches as fast as a small one: the count shows up while it is served.
+func TestMountAllocation(t *testing.T) {
+	raw, _ := mbrDisk(t, 9<<20+3*512)
+	// Two whole 2 MiB blocks of zeros, which qemu leaves unallocated.
+	runTool(t, "", "dd", "if=/dev/zero", "of="+raw, "bs=1M", "seek=2", "count=4", "conv=notrunc", "status=none")
+	img := filepath.Join(t.TempDir(), "disk.vhd")
+	runTool(t, "", "qemu-img", "convert", "-f", "raw", "-O", "vpc", "-o", "subformat=dynamic,force_size=on", raw, img)
+	var runs []struct {
+		Length int64
+		Data   bool
+	}
+	if err := json.Unmarshal([]byte(runTool(t, "", "qemu-img", "map", "--output=json", "-f", "vpc", img)), &runs); err != nil {
+		t.Fatal(err)
+	}
+	var stored int64
+	for _, r := range runs {
+		if r.Data {
+			stored += r.Length
+		}
+	}
+	want := (stored + 511) / 512
+	m := startMount(t)
+	p := m.attach(t, img, "disk")
+	var got int64
+	for start := time.Now(); time.Since(start) < 5*time.Second; time.Sleep(50 * time.Millisecond) {
+		var st syscall.Stat_t
+		if err := syscall.Stat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		if got = st.Blocks; got == want {
+			return
+		}
+	}
+	t.Fatalf("st_blocks %d, want %d (qemu-img map: %d bytes of data)", got, want, stored)
 }

@@ -51,11 +51,15 @@ func openImage(path string, opts formats.Options, readOnly bool, overlay string)
 		}
 	}
 	im.disk = d
-	im.refresh()
+	info, complete := formats.QuickInfo(d)
+	im.setInfo(info)
 	if overlay != "" {
 		im.writable = !readOnly && syscall.Access(filepath.Dir(overlay), 2 /* W_OK */) == nil
 	} else {
-		im.writable = !readOnly && formats.CanWrite(d) && filesWritable(im.info.Files)
+		im.writable = !readOnly && formats.CanWrite(d) && filesWritable(info.Files)
+	}
+	if !complete {
+		time.AfterFunc(allocCountDelay, func() { im.completeInfo(d) })
 	}
 	return im, nil
 }
@@ -113,8 +117,34 @@ func filesWritable(files []string) bool {
 
 // refresh rereads what getattr shows: Info, mtime and allocation.
 // Called with mu held exclusively, or before the image is shared.
-func (im *image) refresh() {
-	im.info = im.disk.Info()
+func (im *image) refresh() { im.setInfo(im.disk.Info()) }
+
+// allocCountDelay is how long after attach the allocation is counted.
+// Counting can mean reading a table of megabytes; right after attach the
+// first requests (a stat, the partition table) would wait for it, since
+// bazil's reader thread keeps one of the daemon's two Ps in read(2).
+const allocCountDelay = time.Second
+
+// completeInfo counts the allocation that attaching left out while the
+// image is already served; until then st_blocks is the image files' own.
+func (im *image) completeInfo(d formats.Disk) {
+	im.mu.RLock()
+	if im.disk != d { // reopened for writing meanwhile: that counted it
+		im.mu.RUnlock()
+		return
+	}
+	info := d.Info()
+	im.mu.RUnlock()
+	im.mu.Lock()
+	if im.disk == d {
+		im.setInfo(info)
+	}
+	im.mu.Unlock()
+}
+
+// setInfo sets what getattr shows from info and the image files.
+func (im *image) setInfo(info formats.Info) {
+	im.info = info
 	var blocks int64
 	for i, f := range im.info.Files {
 		st, err := os.Stat(f)
@@ -232,7 +262,9 @@ func (im *image) endWrite() error {
 func (im *image) Close() error {
 	im.mu.Lock()
 	defer im.mu.Unlock()
-	return im.disk.Close()
+	err := im.disk.Close()
+	im.disk = brokenDisk{size: im.size, err: os.ErrClosed}
+	return err
 }
 
 // brokenDisk stands in for a disk that could not be reopened.

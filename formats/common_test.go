@@ -10,7 +10,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -448,4 +450,64 @@ func commonFuzzDisk(t *testing.T, name string, data []byte) {
 		c.Check()
 	}
 	Partitions(d)
+}
+
+// Allocated, where a format counts it by scanning its block table, is
+// what qemu stored; QuickInfo leaves it out, says so, and matches Info in
+// everything else.
+func TestAllocatedAgainstQemu(t *testing.T) {
+	const size = 9<<20 + 3*512 // the last block is partly past the end
+	cases := []struct {
+		name string
+		make func(t *testing.T, p string) (allocated int64)
+	}{
+		{"vhd", func(t *testing.T, p string) int64 {
+			data := patternDisk(size, 7)
+			clear(data[2<<20 : 6<<20]) // two whole 2 MiB blocks of zeros: holes
+			qemuImg(t, "convert", "-f", "raw", "-O", "vpc", "-o", "subformat=dynamic,force_size=on", writeTemp(t, "src.raw", data), p)
+			var runs []struct {
+				Length int64
+				Data   bool
+			}
+			if err := json.Unmarshal(qemuImg(t, "map", "--output=json", "-f", "vpc", p), &runs); err != nil {
+				t.Fatal(err)
+			}
+			var n int64
+			for _, r := range runs {
+				if r.Data {
+					n += r.Length
+				}
+			}
+			return n
+		}},
+		// qemu's vhdx driver maps everything as data: the oracle is what
+		// qemu-io wrote, a whole 1 MiB block for each write.
+		{"vhdx", func(t *testing.T, p string) int64 {
+			qemuImg(t, "create", "-q", "-f", "vhdx", "-o", "block_size=1M", p, strconv.Itoa(size))
+			run(t, "qemu-io", "-f", "vhdx", "-c", "write -P 1 1M 4k", "-c", "write -P 2 5M 1M", "-c", "write -P 3 9M 512", p)
+			return 2<<20 + 3*512
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "disk."+c.name)
+			want := c.make(t, p)
+			if want <= 0 || want >= size {
+				t.Fatalf("fixture stores %d of %d bytes; want some holes and some data", want, size)
+			}
+			d := mustOpen(t, p, Options{ReadOnly: true})
+			quick, complete := QuickInfo(d)
+			if complete || quick.Allocated != -1 {
+				t.Fatalf("QuickInfo: Allocated %d, complete %v; want -1, false", quick.Allocated, complete)
+			}
+			full := d.Info()
+			if full.Allocated != want {
+				t.Errorf("Info: Allocated %d, qemu stored %d bytes", full.Allocated, want)
+			}
+			quick.Allocated = full.Allocated
+			if !reflect.DeepEqual(quick, full) {
+				t.Errorf("QuickInfo %+v\nInfo      %+v", quick, full)
+			}
+		})
+	}
 }

@@ -46,6 +46,27 @@ type Mapper interface {
 	Map(off, length int64) (allocated bool, n int64, err error)
 }
 
+// QuickInfo returns d's Info without the work that grows with the disk:
+// where counting Allocated means reading a whole block table (VHD, VHDX)
+// it may be left at -1, and complete is false: d.Info() then counts it.
+func QuickInfo(d Disk) (info Info, complete bool) {
+	if q, ok := d.(interface{ quickInfo() Info }); ok {
+		return q.quickInfo(), false
+	}
+	return d.Info(), true
+}
+
+// parentInfo is parent's Info, quick when the child's is.
+func parentInfo(parent Disk, count bool) *Info {
+	info := Info{}
+	if count {
+		info = parent.Info()
+	} else {
+		info, _ = QuickInfo(parent)
+	}
+	return &info
+}
+
 // Info describes one level of an image chain.
 type Info struct {
 	Format         string            `json:"format"`
@@ -321,7 +342,8 @@ func CanWrite(d Disk) bool {
 	if w, ok := d.(interface{ CanWrite() bool }); ok {
 		return w.CanWrite()
 	}
-	return !d.Info().ReadOnly
+	info, _ := QuickInfo(d)
+	return !info.ReadOnly
 }
 
 // Checker is implemented by disks that can check their own metadata

@@ -222,7 +222,7 @@ type vhdDisk struct {
 	allocMu    sync.Mutex
 	nextFree   int64 // where the next block goes (the footer's place); 0 = not yet computed
 	headSynced bool
-	allocCount int64 // allocated blocks; -1 = not yet counted
+	allocBytes int64 // virtual bytes in allocated blocks; -1 = not yet counted
 }
 
 var (
@@ -243,7 +243,7 @@ func (d *vhdDisk) warnf(msg string, a ...any) {
 }
 
 func vhdLoad(f *os.File, path string, opt Options) (*vhdDisk, error) {
-	d := &vhdDisk{f: f, path: path, readOnly: opt.ReadOnly, allocCount: -1}
+	d := &vhdDisk{f: f, path: path, readOnly: opt.ReadOnly, allocBytes: -1}
 	size, err := fileSize(f)
 	if err != nil {
 		return nil, fmt.Errorf("vhd: %s: %w", path, err)
@@ -679,6 +679,12 @@ func (d *vhdDisk) batEntry(b int64) (uint32, error) {
 	return pg[b%vhdBATPage], nil
 }
 
+// blockBytes is how much of the disk block b holds: the last block may
+// reach past the end, and a table may have entries past it.
+func (d *vhdDisk) blockBytes(b int64) int64 {
+	return max(0, min(d.blockSize, d.size-b*d.blockSize))
+}
+
 // blockOffset returns the file offset of block b's bitmap for a BAT entry.
 func (d *vhdDisk) blockOffset(e uint32) int64 { return int64(e) * SectorSize }
 
@@ -965,8 +971,8 @@ func (d *vhdDisk) allocate(q []byte, b, in int64) error {
 		return fmt.Errorf("vhd: %s: writing block table entry %d: %w", d.path, b, err)
 	}
 	d.nextFree = end
-	if d.allocCount >= 0 {
-		d.allocCount++
+	if d.allocBytes >= 0 {
+		d.allocBytes += d.blockBytes(b)
 	}
 	pi := b / vhdBATPage
 	d.mu.Lock()
@@ -1079,7 +1085,13 @@ func (d *vhdDisk) Close() error {
 	return closeChain(d.Flush(), d.f, d.parent)
 }
 
-func (d *vhdDisk) Info() Info {
+func (d *vhdDisk) Info() Info { return d.info(true) }
+
+// quickInfo is Info without scanning the BAT: Allocated is known only once
+// counted.
+func (d *vhdDisk) quickInfo() Info { return d.info(false) }
+
+func (d *vhdDisk) info(count bool) Info {
 	ft := d.footer
 	info := Info{
 		Format:    "vhd",
@@ -1122,21 +1134,18 @@ func (d *vhdDisk) Info() Info {
 			info.Metadata["parent_locator_"+vhdPrintable(l.code)] = l.path
 		}
 		if d.parent != nil {
-			pi := d.parent.Info()
-			info.Parent = &pi
+			info.Parent = parentInfo(d.parent, count)
 		}
 	}
 	info.ClusterSize = d.blockSize
 	d.allocMu.Lock()
-	if d.allocCount < 0 {
+	if d.allocBytes < 0 && count {
 		var n int64
-		if d.scanBAT(func(int64, uint32) { n++ }) == nil {
-			d.allocCount = n
+		if d.scanBAT(func(b int64, _ uint32) { n += d.blockBytes(b) }) == nil {
+			d.allocBytes = n
 		}
 	}
-	if d.allocCount >= 0 {
-		info.Allocated = min(d.allocCount*d.blockSize, d.size)
-	}
+	info.Allocated = d.allocBytes
 	d.allocMu.Unlock()
 	return info
 }

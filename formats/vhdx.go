@@ -1155,9 +1155,17 @@ func (d *vhdxDisk) Close() error {
 	return closeChain(nil, d.f, d.parent)
 }
 
-func (d *vhdxDisk) Info() Info {
+func (d *vhdxDisk) Info() Info { return d.describe(true) }
+
+// quickInfo is Info without scanning the BAT: Allocated is -1.
+func (d *vhdxDisk) quickInfo() Info { return d.describe(false) }
+
+func (d *vhdxDisk) describe(count bool) Info {
 	info := d.info
-	info.Allocated = d.countAllocated()
+	info.Allocated = -1
+	if count {
+		info.Allocated = d.countAllocated()
+	}
 	info.Features = append([]string(nil), d.info.Features...)
 	info.Warnings = append([]string(nil), d.info.Warnings...)
 	info.Files = append([]string(nil), d.info.Files...)
@@ -1167,8 +1175,7 @@ func (d *vhdxDisk) Info() Info {
 	}
 	info.Metadata = md
 	if d.parent != nil {
-		pi := d.parent.Info()
-		info.Parent = &pi
+		info.Parent = parentInfo(d.parent, count)
 	}
 	return info
 }
