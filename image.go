@@ -184,9 +184,14 @@ func (im *image) ReadAt(p []byte, off int64) (int, error) {
 	defer im.mu.RUnlock()
 	n, err := readBytes(im.disk, p, off)
 	if err != nil {
-		return n, fmt.Errorf("read %d bytes at %d: %w", len(p), off, err)
+		return n, readError(len(p), off, err)
 	}
 	return n, nil
+}
+
+// readError is out of line to keep ReadAt's frame small (see readFailed).
+func readError(n int, off int64, err error) error {
+	return fmt.Errorf("read %d bytes at %d: %w", n, off, err)
 }
 
 // WriteAt writes any byte range within the disk.

@@ -323,8 +323,15 @@ func readFullAt(r io.ReaderAt, p []byte, off int64, format, path string) error {
 	if n == len(p) {
 		return nil
 	}
+	return readFullAtErr(n, err, len(p), off, format, path)
+}
+
+// readFullAtErr is readFullAt's error, out of line: every read passes
+// through readFullAt on a request goroutine's small stack (see
+// readFailed in the main package).
+func readFullAtErr(n int, err error, want int, off int64, format, path string) error {
 	if err == nil || err == io.EOF {
-		return corruptf(format, path, off, "file truncated: wanted %d bytes, got %d", len(p), n)
+		return corruptf(format, path, off, "file truncated: wanted %d bytes, got %d", want, n)
 	}
 	return fmt.Errorf("%s: %s: read at %#x: %w", format, path, off, err)
 }

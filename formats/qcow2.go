@@ -812,7 +812,9 @@ func (d *qcow2Disk) ReadAt(p []byte, off int64) (int, error) {
 // readVirt reads guest bytes at off (both sector multiples), with no
 // clipping at the virtual size.
 func (d *qcow2Disk) readVirt(p []byte, off int64) error {
-	var exts [32]qcow2Extent
+	// Few extents at a time, as merged runs are long: a small frame keeps
+	// the read path within a request goroutine's first stack growth.
+	var exts [4]qcow2Extent
 	end := off + int64(len(p))
 	pos := int64(0)
 	for off < end {
