@@ -129,7 +129,7 @@ const allocCountDelay = time.Second
 // image is already served; until then st_blocks is the image files' own.
 func (im *image) completeInfo(d formats.Disk) {
 	im.mu.RLock()
-	if im.disk != d { // reopened for writing meanwhile: that counted it
+	if im.disk != d { // reopened (which counted it) or closed meanwhile
 		im.mu.RUnlock()
 		return
 	}
