@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math/rand"
 	"sync"
 	"syscall"
@@ -66,54 +67,99 @@ func (m *memDisk) bytes(n int64) []byte { return m.data[:n] }
 
 func TestAlignRandom(t *testing.T) {
 	for _, size := range []int64{1, 511, 512, 513, 4096, 100000} {
-		d := newMemDisk(size)
-		model := make([]byte, size)
-		var locks rangeLock
+		m := newAlignModel(size)
 		r := rand.New(rand.NewSource(size))
 		for i := 0; i < 2000; i++ {
-			off := r.Int63n(size + 1000)
-			n := r.Intn(3000)
-			if r.Intn(2) == 0 {
-				p := make([]byte, n)
-				r.Read(p)
-				got, err := writeBytes(d, &locks, p, off)
-				want := 0
-				if off < size {
-					want = int(min(int64(n), size-off))
-				}
-				switch {
-				case n == 0:
-					if got != 0 || err != nil {
-						t.Fatalf("empty write at %d: %d, %v", off, got, err)
-					}
-				case off >= size:
-					if !errors.Is(err, syscall.ENOSPC) {
-						t.Fatalf("write at %d past end %d: %d, %v; want ENOSPC", off, size, got, err)
-					}
-				case got != want || err != nil:
-					t.Fatalf("write %d at %d: %d, %v; want %d", n, off, got, err, want)
-				default:
-					copy(model[off:], p[:got])
-				}
-			} else {
-				p := make([]byte, n)
-				got, err := readBytes(d, p, off)
-				want := 0
-				if off < size {
-					want = int(min(int64(n), size-off))
-				}
-				if err != nil || got != want {
-					t.Fatalf("read %d at %d: %d, %v; want %d", n, off, got, err, want)
-				}
-				if got > 0 && !bytes.Equal(p[:got], model[off:off+int64(got)]) {
-					t.Fatalf("read %d at %d: data differs from model", n, off)
-				}
+			p := make([]byte, r.Intn(3000))
+			r.Read(p)
+			if err := m.step(r.Intn(2) == 0, r.Int63n(size+1000), p); err != nil {
+				t.Fatal(err)
 			}
 		}
-		if !bytes.Equal(d.bytes(size), model) {
-			t.Fatalf("size %d: disk differs from model", size)
+		if err := m.same(); err != nil {
+			t.Fatal(err)
 		}
 	}
+}
+
+// FuzzAlign runs readBytes and writeBytes at fuzzed offsets and lengths
+// against a plain byte slice as the model.
+func FuzzAlign(f *testing.F) {
+	f.Add(uint16(513), []byte{1, 0, 7, 0, 200, 5, 0, 1, 0, 3, 0xff, 0x10})
+	f.Add(uint16(1), []byte{1, 0, 0, 0, 1, 9})
+	f.Add(uint16(4096), []byte{0, 0x10, 0x0f, 0x01, 0x30, 1, 0xff, 0x0f, 0x00, 0x02})
+	f.Fuzz(func(t *testing.T, size uint16, ops []byte) {
+		m := newAlignModel(int64(size%8192) + 1)
+		// Each operation is 5 bytes: kind, offset (2), length (2); the
+		// written bytes are the operation's index.
+		for i := 0; i+5 <= len(ops); i += 5 {
+			off := int64(ops[i+1]) | int64(ops[i+2])<<8
+			p := bytes.Repeat([]byte{byte(i)}, int(ops[i+3])|int(ops[i+4]&0x1f)<<8)
+			if err := m.step(ops[i]&1 == 1, off, p); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := m.same(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// alignModel checks readBytes and writeBytes on a memDisk against the
+// bytes a disk of that size must hold.
+type alignModel struct {
+	d     *memDisk
+	locks rangeLock
+	model []byte
+}
+
+func newAlignModel(size int64) *alignModel {
+	return &alignModel{d: newMemDisk(size), model: make([]byte, size)}
+}
+
+// step writes p at off (or reads len(p) bytes there) and checks the
+// result against the model.
+func (m *alignModel) step(write bool, off int64, p []byte) error {
+	size := int64(len(m.model))
+	want := 0
+	if off < size {
+		want = int(min(int64(len(p)), size-off))
+	}
+	if write {
+		got, err := writeBytes(m.d, &m.locks, p, off)
+		switch {
+		case len(p) == 0:
+			if got != 0 || err != nil {
+				return fmt.Errorf("empty write at %d: %d, %v", off, got, err)
+			}
+		case off >= size:
+			if !errors.Is(err, syscall.ENOSPC) {
+				return fmt.Errorf("write at %d past end %d: %d, %v; want ENOSPC", off, size, got, err)
+			}
+		case got != want || err != nil:
+			return fmt.Errorf("write %d at %d: %d, %v; want %d", len(p), off, got, err, want)
+		default:
+			copy(m.model[off:], p[:got])
+		}
+		return nil
+	}
+	clear(p)
+	got, err := readBytes(m.d, p, off)
+	if err != nil || got != want {
+		return fmt.Errorf("read %d at %d: %d, %v; want %d", len(p), off, got, err, want)
+	}
+	if got > 0 && !bytes.Equal(p[:got], m.model[off:off+int64(got)]) {
+		return fmt.Errorf("read %d at %d: data differs from model", len(p), off)
+	}
+	return nil
+}
+
+// same checks the whole disk against the model.
+func (m *alignModel) same() error {
+	if !bytes.Equal(m.d.bytes(int64(len(m.model))), m.model) {
+		return fmt.Errorf("size %d: disk differs from model", len(m.model))
+	}
+	return nil
 }
 
 // Concurrent unaligned writes to disjoint byte ranges that share sectors
