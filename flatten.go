@@ -66,7 +66,7 @@ func flattenCommand(c *cli.Context) error {
 	}
 	prog := newProgress(d.Size(), c.Bool("quiet"))
 	err = flatten(d, out, tmp != "", h, prog)
-	prog.done()
+	prog.finish()
 	if err == nil && tmp != "" {
 		err = out.Sync()
 		if cerr := out.Close(); err == nil {

@@ -257,9 +257,8 @@ func serve(cfg *mountConfig, notify *os.File) error {
 		runtime.GOMAXPROCS(max(2, runtime.GOMAXPROCS(0)))
 	}
 	t := newTree(cfg.uid, cfg.gid, cfg.maxReaders)
-	admin := uint32(os.Getuid())
-	fsys := newFilesys(t, cfg.attachOpts, cfg.readOnly, admin)
-	fsys.overlayDir = cfg.overlayDir
+	t.version = version
+	fsys := newFilesys(t, cfg.attachOpts, cfg.readOnly, cfg.overlayDir, uint32(os.Getuid()))
 	defer closeAll(t)
 
 	flat := t.flattened()

@@ -11,9 +11,9 @@ import (
 
 // progress draws a one-line progress bar on stderr when it is a terminal.
 type progress struct {
-	total, done_ int64
-	start, last  time.Time
-	on           bool
+	total, done int64 // bytes
+	start, last time.Time
+	on          bool
 }
 
 func newProgress(total int64, quiet bool) *progress {
@@ -25,7 +25,7 @@ func newProgress(total int64, quiet bool) *progress {
 }
 
 func (p *progress) add(n int64) {
-	p.done_ += n
+	p.done += n
 	if !p.on || time.Since(p.last) < 200*time.Millisecond {
 		return
 	}
@@ -35,23 +35,23 @@ func (p *progress) add(n int64) {
 
 func (p *progress) draw() {
 	el := time.Since(p.start).Seconds()
-	rate := float64(p.done_) / max(el, 1e-3)
+	rate := float64(p.done) / max(el, 1e-3)
 	eta := "?"
-	if rate > 0 && p.total > p.done_ {
-		eta = (time.Duration(float64(p.total-p.done_)/rate) * time.Second).Round(time.Second).String()
+	if rate > 0 && p.total > p.done {
+		eta = (time.Duration(float64(p.total-p.done)/rate) * time.Second).Round(time.Second).String()
 	}
 	pct := 100.0
 	if p.total > 0 {
-		pct = 100 * float64(p.done_) / float64(p.total)
+		pct = 100 * float64(p.done) / float64(p.total)
 	}
 	const width = 30
 	fill := int(pct / 100 * width)
 	fmt.Fprintf(os.Stderr, "\r[%s%s] %5.1f%% %s / %s  %s/s  ETA %s   ",
 		strings.Repeat("#", fill), strings.Repeat(".", width-fill), pct,
-		humanize.IBytes(uint64(p.done_)), humanize.IBytes(uint64(p.total)), humanize.IBytes(uint64(rate)), eta)
+		humanize.IBytes(uint64(p.done)), humanize.IBytes(uint64(p.total)), humanize.IBytes(uint64(rate)), eta)
 }
 
-func (p *progress) done() {
+func (p *progress) finish() {
 	if p.on {
 		p.draw()
 		fmt.Fprintln(os.Stderr)

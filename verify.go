@@ -33,7 +33,7 @@ func verifyCommand(c *cli.Context) error {
 	defer d.Close()
 	prog := newProgress(d.Size(), c.Bool("quiet"))
 	sums, findings := verifyDisk(d, prog)
-	prog.done()
+	prog.finish()
 	info := d.Info()
 	for _, algo := range []string{"md5", "sha1"} {
 		if stored := storedHash(info, algo); stored != "" && !strings.EqualFold(stored, sums[algo]) {
