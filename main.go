@@ -18,7 +18,8 @@ import (
 func main() {
 	log.SetFlags(log.LstdFlags)
 	log.SetPrefix("vdflat: ")
-	if err := newApp().Run(os.Args); err != nil {
+	app := newApp()
+	if err := app.Run(reorderArgs(app, os.Args)); err != nil {
 		fmt.Fprintf(os.Stderr, "vdflat: %v\n", err)
 		var ec cli.ExitCoder
 		if errors.As(err, &ec) {
@@ -28,25 +29,45 @@ func main() {
 	}
 }
 
+// examples end the help of the program (key "") and of each command, and
+// make the man page's EXAMPLES section.
+var examples = map[string]string{
+	"": `vdflat /mnt/vd                                          # mount; returns once ready
+ln -s /evidence/disk.vmdk /mnt/vd/FlattenedImages/disk  # attach: "disk" is the raw disk
+fdisk -l /mnt/vd/FlattenedImages/disk                   # use it like any disk image
+cat /mnt/vd/status                                      # what is attached, recent errors
+rm /mnt/vd/FlattenedImages/disk                         # detach
+fusermount3 -u /mnt/vd                                  # unmount: every image flushed and closed`,
+	"info":       "vdflat info disk.vmdk\nvdflat info --json disk.qcow2 base.vdi",
+	"flatten":    "vdflat flatten disk.E01 disk.raw --hash md5\nvdflat flatten -q disk.qcow2 - | gzip > disk.raw.gz",
+	"verify":     "vdflat verify case.E01",
+	"completion": "vdflat completion bash > /etc/bash_completion.d/vdflat\nsource <(vdflat completion zsh)",
+	"man":        "vdflat man | man -l -",
+}
+
+// withExample ends a help template with an example.
+func withExample(template, example string) string {
+	return template + "\nEXAMPLE:\n   " + strings.ReplaceAll(example, "\n", "\n   ") + "\n"
+}
+
 func newApp() *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:    "vdflat",
 		Version: version,
 		Usage:   "see virtual machine disk images as flat raw disks",
 		UsageText: `vdflat [options] MOUNTPOINT [IMAGE...]
-   vdflat command [options] IMAGE...
+vdflat COMMAND [options] ARGUMENTS...`,
+		Description: `vdflat MOUNTPOINT mounts a tree in which a symlink to an image made in
+FlattenedImages becomes a regular file holding the image's flattened raw disk,
+and returns to the shell once the mount is ready. IMAGE arguments are
+attached at start as FlattenedImages/NAME, NAME being the file name
+without its extension. Options may come before or after the arguments;
+"--" ends them.
 
-   Mounting: vdflat /mnt/vd returns to the shell once the mount is ready. Then
-     ln -s /path/disk.vmdk /mnt/vd/FlattenedImages/disk   attach: "disk" is the flattened raw disk
-     fdisk -l /mnt/vd/FlattenedImages/disk                 use it like any disk image
-     cat /mnt/vd/status                                    what is attached, recent attach errors
-     rm /mnt/vd/FlattenedImages/disk                       detach
-     fusermount3 -u /mnt/vd                                unmount; every image is flushed and closed
-   IMAGE arguments are attached at start as FlattenedImages/<name without extension>.
-
-   Images are opened read-only; the first open of a flattened file for writing
-   reopens the image read-write, and the last writer's close returns it to
-   read-only. Formats are recognised by content: ` + strings.Join(formats.Formats(), ", ") + `.`,
+Images are opened read-only; the first open of a flattened file for writing
+reopens the image read-write, and the last writer's close returns it to
+read-only. Formats are recognised by content:
+` + strings.Join(formats.Formats(), ", ") + `.`,
 		HideHelpCommand: true,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "foreground", Aliases: []string{"f"}, Usage: "stay in the foreground and log to stderr"},
@@ -62,9 +83,15 @@ func newApp() *cli.App {
 		Commands: commands(),
 		Action:   mountCommand,
 	}
+	app.CustomAppHelpTemplate = withExample(cli.AppHelpTemplate, examples[""])
+	for _, c := range app.Commands {
+		c.CustomHelpTemplate = withExample(cli.CommandHelpTemplate, examples[c.Name])
+	}
+	return app
 }
 
-// The commands that work without FUSE: info, flatten, verify.
+// The commands: info, flatten and verify work without FUSE; completion
+// and man print what make install installs.
 
 func commands() []*cli.Command {
 	imgFlags := []cli.Flag{
@@ -96,6 +123,18 @@ func commands() []*cli.Command {
 			ArgsUsage: "IMAGE",
 			Flags:     append([]cli.Flag{&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress bar"}}, imgFlags...),
 			Action:    verifyCommand,
+		},
+		{
+			Name:      "completion",
+			Usage:     "print the completion script for SHELL (bash, zsh or fish)",
+			ArgsUsage: "SHELL",
+			Action:    completionCommand,
+		},
+		{
+			Name:   "man",
+			Usage:  "print the man page",
+			Hidden: true,
+			Action: manCommand,
 		},
 	}
 }
