@@ -128,8 +128,8 @@ func TestManPage(t *testing.T) {
 	}
 }
 
-// Each completion script parses in its shell; bash's completes a flag,
-// a flag's value and a command.
+// Each completion script parses in its shell; bash's completes flags,
+// flag values and commands, fish's a flag value.
 func TestCompletion(t *testing.T) {
 	dir := t.TempDir()
 	for _, shell := range []string{"bash", "zsh", "fish"} {
@@ -154,6 +154,12 @@ func TestCompletion(t *testing.T) {
 		if got != tc.want {
 			t.Errorf("bash completion of %q: %q, want %q", tc.words, got, tc.want)
 		}
+	}
+	// zsh and fish: the scripts parse, and fish completes a value.
+	runTool(t, "", "zsh", "-n", filepath.Join(dir, "zsh"))
+	fish := "source " + filepath.Join(dir, "fish") + "; complete -C 'vdflat flatten x --hash '"
+	if got := runTool(t, "", "fish", "-c", fish); !strings.HasPrefix(got, "md5\t") || !strings.Contains(got, "\nsha256\t") {
+		t.Errorf("fish completion of --hash: %q", got)
 	}
 	if text, err := vdflatCmd(t, "completion", "tcsh"); err == nil {
 		t.Errorf("completion tcsh succeeded:\n%s", text)
