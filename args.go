@@ -9,9 +9,8 @@ import (
 // reorderArgs moves the flags that follow positional arguments in front
 // of them, for the mount and for each command, so that
 // "vdflat flatten disk.qcow2 out.raw --force" works as GNU tools do;
-// urfave/cli stops at the first positional argument. "--" ends the flags:
-// it and everything after it are kept, after the flags, as arguments.
-// Which flags take a value comes from the flag definitions.
+// urfave/cli stops at the first positional argument. "--" ends the flags
+// as usual. Which flags take a value comes from the flag definitions.
 func reorderArgs(app *cli.App, args []string) []string {
 	if len(args) < 2 {
 		return args
@@ -21,7 +20,7 @@ func reorderArgs(app *cli.App, args []string) []string {
 	appFlags := flagValues(app.Flags)
 	// A command is the first positional argument, when it names one;
 	// the flags before it are the program's.
-	if i := firstPositional(rest, appFlags); i >= 0 && i < len(rest) {
+	if i := firstPositional(rest, appFlags); i >= 0 {
 		if cmd := findCommand(app, rest[i]); cmd != nil {
 			out = append(out, reorder(rest[:i], appFlags)...)
 			out = append(out, rest[i])
@@ -35,12 +34,8 @@ func reorderArgs(app *cli.App, args []string) []string {
 func flagValues(flags []cli.Flag) map[string]bool {
 	m := map[string]bool{}
 	for _, f := range flags {
-		takes := false
-		if d, ok := f.(cli.DocGenerationFlag); ok {
-			takes = d.TakesValue()
-		}
 		for _, n := range f.Names() {
-			m[n] = takes
+			m[n] = takesValue(f)
 		}
 	}
 	return m

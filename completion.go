@@ -72,6 +72,7 @@ func isHelpOrVersion(f cli.Flag) bool {
 	return n == cli.HelpFlag.Names()[0] || n == cli.VersionFlag.Names()[0]
 }
 
+// takesValue tells whether flag f takes a value (a string, a number).
 func takesValue(f cli.Flag) bool {
 	d, ok := f.(cli.DocGenerationFlag)
 	return ok && d.TakesValue()
