@@ -41,6 +41,12 @@ func flagValues(flags []cli.Flag) map[string]bool {
 	return m
 }
 
+// takesValue tells whether flag f takes a value (a string, a number).
+func takesValue(f cli.Flag) bool {
+	d, ok := f.(cli.DocGenerationFlag)
+	return ok && d.TakesValue()
+}
+
 func findCommand(app *cli.App, name string) *cli.Command {
 	for _, c := range app.Commands {
 		if c.HasName(name) {

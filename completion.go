@@ -72,12 +72,6 @@ func isHelpOrVersion(f cli.Flag) bool {
 	return n == cli.HelpFlag.Names()[0] || n == cli.VersionFlag.Names()[0]
 }
 
-// takesValue tells whether flag f takes a value (a string, a number).
-func takesValue(f cli.Flag) bool {
-	d, ok := f.(cli.DocGenerationFlag)
-	return ok && d.TakesValue()
-}
-
 // flagWords lists every spelling of flags, with the help flag (and the
 // version flag for the program itself).
 func flagWords(flags []cli.Flag, top bool) []string {
