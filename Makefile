@@ -21,9 +21,11 @@ build:
 demo: deps build
 	./scripts/demo.sh $(SAMPLES)
 
-# The demo as a clone without SAMPLES beside it runs it.
+# The demo as a clone without SAMPLES beside it runs it; its output is
+# shown when it fails.
 demo-check: build
-	./scripts/demo.sh /nonexistent/samples >/dev/null
+	mkdir -p build
+	./scripts/demo.sh /nonexistent/samples >build/demo.log 2>&1 || { cat build/demo.log; exit 1; }
 
 test: deps lint unit demo-check repro install-check fuzz
 

@@ -18,9 +18,11 @@ mnt=$work/mnt
 loop=$work/loop
 mkdir "$mnt" "$loop"
 cleanup() {
+	status=$?
 	if mountpoint -q "$loop"; then umount "$loop" || true; fi
 	fusermount3 -u "$mnt" 2>/dev/null || true
 	rm -rf "$work"
+	[ "$status" = 0 ] || echo "DEMO FAILED (exit status $status): see the last command above" >&2
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -28,7 +30,7 @@ trap 'exit 130' INT TERM
 say() { printf '\n$ %s\n' "$*"; }
 run() { say "$*"; "$@"; }
 fail() {
-	echo "DEMO FAILED: $*" >&2
+	echo "error: $*" >&2
 	exit 1
 }
 md5() { md5sum <"$1" | cut -d' ' -f1; }
