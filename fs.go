@@ -35,8 +35,9 @@ type filesys struct {
 	nodes map[node]fusefs.Node
 }
 
-func newFilesys(t *tree, attachOpts formats.Options, readOnly bool, adminUID uint32) *filesys {
-	return &filesys{t: t, attachOpts: attachOpts, readOnly: readOnly, adminUID: adminUID, nodes: map[node]fusefs.Node{}}
+// newFilesys serves t; the server is set once the mount exists.
+func newFilesys(t *tree, attachOpts formats.Options, readOnly bool, overlayDir string, adminUID uint32) *filesys {
+	return &filesys{t: t, attachOpts: attachOpts, readOnly: readOnly, overlayDir: overlayDir, adminUID: adminUID, nodes: map[node]fusefs.Node{}}
 }
 
 var (

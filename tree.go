@@ -18,7 +18,7 @@ import (
 // The in-memory tree of a mount: directories, flattened-image files and
 // the status file, with stable inode numbers and the reader/writer rules
 // of each flattened file. Nothing here knows about FUSE, so every rule is
-// testable without a mount; fs.go adds the FUSE methods to these types.
+// testable without a mount; fs.go wraps these types in FUSE nodes.
 
 // node is anything in the tree.
 type node interface{ inode() uint64 }
@@ -36,6 +36,7 @@ type tree struct {
 	uid, gid   uint32
 	maxReaders int
 	started    time.Time
+	version    string // the program's, shown in the status file
 
 	mu      sync.Mutex
 	nextIno uint64
@@ -540,7 +541,7 @@ func (t *tree) statusText() []byte {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	fmt.Fprintf(&b, "vdflat %s, up since %s, %d image(s) attached\n\n", version, t.started.Format(time.RFC3339), len(names))
+	fmt.Fprintf(&b, "vdflat %s, up since %s, %d image(s) attached\n\n", t.version, t.started.Format(time.RFC3339), len(names))
 	if len(names) > 0 {
 		w := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(w, "NAME\tFORMAT\tSIZE\tBYTES\tMODE\tREADERS\tWRITERS\tIMAGE")
