@@ -254,7 +254,7 @@ func readProbe(path string) (*ProbeData, error) {
 	if pd.IsDir || !st.Mode().IsRegular() && st.Mode()&os.ModeDevice == 0 {
 		return pd, nil
 	}
-	f, err := os.Open(path)
+	f, err := OpenImageFile(path, false)
 	if err != nil {
 		return nil, err
 	}
@@ -302,10 +302,7 @@ func openParent(child, ref string, opt Options) (Disk, error) {
 
 // openFile opens one file of an image, read-write unless readOnly.
 func openFile(path string, readOnly bool) (*os.File, error) {
-	if readOnly {
-		return os.Open(path)
-	}
-	return os.OpenFile(path, os.O_RDWR, 0)
+	return OpenImageFile(path, !readOnly)
 }
 
 // checkIO validates a ReadAt/WriteAt request against the contract.
