@@ -306,6 +306,7 @@ func serve(cfg *mountConfig, notify *os.File) error {
 	if err := setupLogging(cfg, notify != nil); err != nil {
 		return err
 	}
+	log.SetOutput(escapeLines(log.Writer()))
 	if os.Getenv("GOGC") == "" && os.Getenv("GOMEMLIMIT") == "" {
 		go paceCollector()
 	}
@@ -506,7 +507,7 @@ func infoCommand(c *cli.Context) error {
 	for _, p := range c.Args().Slice() {
 		r, err := describe(p, imageOptions(c))
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "vdflat: %s: %v\n", p, err)
+			fmt.Fprintf(os.Stderr, "vdflat: %s\n", escapeText(p+": "+err.Error()))
 			failed = true
 			continue
 		}
@@ -538,7 +539,7 @@ func sizeString(n int64) string {
 
 func printReport(w io.Writer, r *imageReport) {
 	tw := tabwriter.NewWriter(w, 0, 4, 1, ' ', 0)
-	line := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
+	line := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", escapeText(k), escapeText(v)) }
 	line("image", r.Path)
 	format := r.Format
 	if r.Variant != "" {
@@ -585,7 +586,7 @@ func printReport(w io.Writer, r *imageReport) {
 	}
 	tw.Flush()
 	if r.PartError != "" {
-		fmt.Fprintf(w, "partitions: %s\n", r.PartError)
+		fmt.Fprintf(w, "partitions: %s\n", escapeText(r.PartError))
 	}
 	if len(r.Partitions) > 0 {
 		fmt.Fprintf(w, "partitions (%s):\n", r.Partitions[0].Scheme)
@@ -596,7 +597,7 @@ func printReport(w io.Writer, r *imageReport) {
 			if p.TypeName != "" {
 				typ += " " + p.TypeName
 			}
-			fmt.Fprintf(tw, "  %d\t%s\t%d\t%s\t%s\n", p.Number, typ, p.Start, humanize.IBytes(uint64(p.Size)), p.Name)
+			fmt.Fprintf(tw, "  %d\t%s\t%d\t%s\t%s\n", p.Number, typ, p.Start, humanize.IBytes(uint64(p.Size)), escapeText(p.Name))
 		}
 		tw.Flush()
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -99,5 +100,59 @@ func TestSecurityNoAtime(t *testing.T) {
 				t.Errorf("%s: %s changed: before %+v, after %+v", name, f, b, a)
 			}
 		}
+	}
+}
+
+func TestEscapeText(t *testing.T) {
+	cases := []struct{ in, want string }{
+		{"/evidence/disk one.E01", "/evidence/disk one.E01"},
+		{"/tmp/x\n2026-01-01T00:00:00Z  forged -> line", `/tmp/x\n2026-01-01T00:00:00Z  forged -> line`},
+		{"a\x1b[31mred", `a\x1b[31mred`},
+		{"tab\there\r", `tab\there\r`},
+		{`back\slash`, `back\\slash`},
+		{"bad\xffutf8", `bad\xffutf8`},
+		{"disque-été.vmdk", "disque-été.vmdk"},
+		{"nul\x00del\x7f", `nul\x00del\x7f`},
+		{"line\u2028sep", `line\U00002028sep`},
+	}
+	for _, c := range cases {
+		if got := escapeText(c.in); got != c.want {
+			t.Errorf("escapeText(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}
+
+// A newline or an escape sequence in a target cannot forge a line of the
+// status file or the log, nor reach a terminal through info.
+func TestSecurityEscapedText(t *testing.T) {
+	m := startMount(t)
+	forged := "2026-01-01T00:00:00Z  evil -> /forged: attached fine"
+	target := filepath.Join(t.TempDir(), "missing\n"+forged+"\x1b[2J")
+	err := os.Symlink(target, filepath.Join(m.flat, "x"))
+	wantErrno(t, "attaching a missing target", err, syscall.ENOENT)
+	status, err := os.ReadFile(filepath.Join(m.dir, "status"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, text := range map[string]string{"status": string(status), "log": m.log()} {
+		if !strings.Contains(text, `missing\n`+forged+`\x1b[2J`) {
+			t.Errorf("%s does not show the escaped target:\n%s", name, text)
+		}
+		for _, l := range strings.Split(text, "\n") {
+			if strings.HasPrefix(l, forged) || strings.Contains(l, "\x1b") {
+				t.Errorf("%s has a forged or raw line %q", name, l)
+			}
+		}
+	}
+	img := filepath.Join(t.TempDir(), "disk\x1b]0;owned\x07.img")
+	if err := os.WriteFile(img, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := vdflatCmd(t, "info", img)
+	if err != nil {
+		t.Fatalf("info: %v\n%s", err, out)
+	}
+	if strings.ContainsAny(out, "\x1b\x07") || !strings.Contains(out, `disk\x1b]0;owned\x07.img`) {
+		t.Errorf("info printed the name raw:\n%q", out)
 	}
 }

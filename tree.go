@@ -556,15 +556,15 @@ func (t *tree) statusText() []byte {
 			if !f.img.writable {
 				mode = "ro"
 			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%d\t%d\t%s\n", n, format, humanize.IBytes(uint64(f.img.Size())), f.img.Size(), mode, r, wr, f.img.path)
+			fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%d\t%d\t%s\n", escapeText(n), format, humanize.IBytes(uint64(f.img.Size())), f.img.Size(), mode, r, wr, escapeText(f.img.path))
 			for p := info.Parent; p != nil; p = p.Parent {
-				fmt.Fprintf(w, "\t  parent\t%s\t\t\t\t\t%s\n", p.Format, p.Path)
+				fmt.Fprintf(w, "\t  parent\t%s\t\t\t\t\t%s\n", p.Format, escapeText(p.Path))
 			}
 		}
 		w.Flush()
 		for _, n := range names {
 			for _, warn := range files[n].img.Info().Warnings {
-				fmt.Fprintf(&b, "warning: %s: %s\n", n, warn)
+				fmt.Fprintf(&b, "warning: %s: %s\n", escapeText(n), escapeText(warn))
 			}
 		}
 	}
@@ -574,7 +574,7 @@ func (t *tree) statusText() []byte {
 	if len(errs) > 0 {
 		fmt.Fprintf(&b, "\nrecent errors (newest last):\n")
 		for _, e := range errs {
-			fmt.Fprintf(&b, "%s  %s -> %s: %v\n", e.when.Format(time.RFC3339), e.name, e.target, e.err)
+			fmt.Fprintf(&b, "%s  %s -> %s: %s\n", e.when.Format(time.RFC3339), escapeText(e.name), escapeText(e.target), escapeText(e.err.Error()))
 		}
 	}
 	return b.Bytes()
