@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log"
 	"os"
@@ -30,13 +31,29 @@ type filesys struct {
 	readOnly   bool   // --read-only: no image is ever opened for writing
 	overlayDir string // --overlay: writes go to DIR/NAME.qcow2, never to images
 	adminUID   uint32 // besides root, the only user who may change the tree
+	guard      mountGuard
 
 	mu    sync.Mutex
 	nodes map[node]fusefs.Node
 }
 
 func newFilesys(t *tree, attachOpts formats.Options, readOnly bool, adminUID uint32) *filesys {
-	return &filesys{t: t, attachOpts: attachOpts, readOnly: readOnly, adminUID: adminUID, nodes: map[node]fusefs.Node{}}
+	fsys := &filesys{t: t, attachOpts: attachOpts, readOnly: readOnly, adminUID: adminUID, nodes: map[node]fusefs.Node{}}
+	fsys.attachOpts.CheckPath = func(p string) error { return fsys.guard.check(p) }
+	return fsys
+}
+
+// guardMount tells the file system where it is about to be mounted, so
+// that no path inside is ever looked up (see mountGuard). Called before
+// mounting: the mount point's own symlinks are resolved while that is
+// still safe.
+func (fsys *filesys) guardMount(mountpoint string) error {
+	dir, err := filepath.EvalSymlinks(mountpoint)
+	if err != nil {
+		return fmt.Errorf("mount point: %w", err)
+	}
+	fsys.guard.dir = dir
+	return nil
 }
 
 var (
@@ -290,6 +307,10 @@ func (n *fsDir) Symlink(ctx context.Context, req *fuse.SymlinkRequest) (fusefs.N
 		target = filepath.Join(cwd, target)
 	}
 	target = filepath.Clean(target)
+	if err := n.fsys.guard.check(target); err != nil {
+		n.fsys.attachFailed(req.NewName, target, err)
+		return nil, toErrno(err)
+	}
 	if err := callerMayRead(target, req.Header); err != nil {
 		n.fsys.attachFailed(req.NewName, target, err)
 		return nil, toErrno(err)

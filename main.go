@@ -362,6 +362,9 @@ func serve(cfg *mountConfig, notify *os.File) error {
 	if cfg.roMount {
 		opts = append(opts, fuse.ReadOnly())
 	}
+	if err := fsys.guardMount(cfg.mountpoint); err != nil {
+		return err
+	}
 	conn, err := fuse.Mount(cfg.mountpoint, opts...)
 	if err != nil {
 		return fmt.Errorf("mounting %s: %w", cfg.mountpoint, err)

@@ -116,3 +116,18 @@ func unescapeMountinfo(s string) string {
 	}
 	return b.String()
 }
+
+// mountDev is the device number of the mount at mountpoint, read from
+// /proc/self/mountinfo rather than by a stat that the mount would serve.
+func mountDev(mountpoint string) (uint64, bool) {
+	s, err := mountDevice(mountpoint)
+	if err != nil {
+		return 0, false
+	}
+	var major, minor uint64
+	if _, err := fmt.Sscanf(s, "%d:%d", &major, &minor); err != nil {
+		return 0, false
+	}
+	// The kernel's encoding of dev_t for user space (new_encode_dev).
+	return (major&0xfff)<<8 | (major&^0xfff)<<32 | minor&0xff | (minor&^0xff)<<12, true
+}

@@ -4,8 +4,10 @@ package main
 // Each test plays the attack for real on a mount and expects the refusal.
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -154,5 +156,102 @@ func TestSecurityEscapedText(t *testing.T) {
 	}
 	if strings.ContainsAny(out, "\x1b\x07") || !strings.Contains(out, `disk\x1b]0;owned\x07.img`) {
 		t.Errorf("info printed the name raw:\n%q", out)
+	}
+}
+
+// within runs fn, and fails the test if it takes longer than d. A mount
+// that deadlocked is aborted through /sys/fs/fuse/connections, so the
+// test fails instead of hanging.
+func (m *mount) within(t *testing.T, d time.Duration, what string, fn func() error) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- fn() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(d):
+		if dev, err := mountDevice(m.dir); err == nil {
+			_, minor, _ := strings.Cut(dev, ":")
+			os.WriteFile("/sys/fs/fuse/connections/"+minor+"/abort", []byte("1"), 0)
+		}
+		t.Fatalf("%s: no answer within %v: the mount hangs\n%s", what, d, m.log())
+		return nil
+	}
+}
+
+// ln runs ln -s target name in dir and returns its output and error.
+func ln(dir, target, name string) (string, error) {
+	cmd := exec.Command("ln", "-s", target, name)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// A target that resolves into the mount is refused at once, whatever
+// the form, and the mount keeps answering.
+func TestSecurityTargetInsideMount(t *testing.T) {
+	img, data := mbrDisk(t, 1<<20)
+	m := startMount(t)
+	a := m.attach(t, img, "a")
+	outside := t.TempDir()
+	if err := os.Symlink(m.flat, filepath.Join(outside, "in")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(outside, "in", "a"), filepath.Join(outside, "deep")); err != nil {
+		t.Fatal(err)
+	}
+	fromOutside, err := filepath.Rel(outside, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	child := filepath.Join(outside, "child.qcow2")
+	runTool(t, "", "qemu-img", "create", "-f", "qcow2", "-F", "raw", "-b", a, "-u", child, "1M")
+	cases := []struct{ name, cwd, target string }{
+		{"relative from inside", m.flat, "a"},
+		{"relative missing from inside", m.flat, "missing"},
+		{"dotdot from inside", m.flat, "../FlattenedImages/a"},
+		{"absolute", "/", a},
+		{"absolute missing", "/", filepath.Join(m.flat, "missing")},
+		{"the mount point", "/", m.dir},
+		{"the status file", "/", filepath.Join(m.dir, "status")},
+		{"dotdot", "/", m.flat + "/../FlattenedImages/./a"},
+		{"relative from outside", outside, fromOutside},
+		{"through a symlink outside", "/", filepath.Join(outside, "in", "a")},
+		{"relative through a symlink", outside, "in/missing"},
+		{"through two symlinks", "/", filepath.Join(outside, "deep")},
+		{"a parent inside", "/", child},
+	}
+	for i, c := range cases {
+		name := filepath.Join(m.flat, fmt.Sprintf("x%d", i))
+		var out string
+		err := m.within(t, 5*time.Second, c.name, func() error {
+			var err error
+			out, err = ln(c.cwd, c.target, name)
+			return err
+		})
+		if err == nil || !strings.Contains(out, "Too many levels of symbolic links") {
+			t.Errorf("%s: ln -s %s: %v %s; want ELOOP", c.name, c.target, err, out)
+		}
+		m.within(t, time.Second, c.name+": ls", func() error {
+			ents, err := os.ReadDir(m.flat)
+			if err != nil || len(ents) != 1 {
+				t.Errorf("%s: after the attach, FlattenedImages holds %v (%v), want only a", c.name, ents, err)
+			}
+			return nil
+		})
+		m.within(t, time.Second, c.name+": read", func() error {
+			got, err := os.ReadFile(a)
+			if err != nil || !bytes.Equal(got, data) {
+				t.Errorf("%s: reading a: %v", c.name, err)
+			}
+			return nil
+		})
+	}
+	status, _ := os.ReadFile(filepath.Join(m.dir, "status"))
+	if !strings.Contains(string(status), "inside this mount") {
+		t.Errorf("status does not say why:\n%s", status)
+	}
+	if err := m.within(t, 5*time.Second, "unmount", m.unmount); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -109,6 +109,10 @@ type Options struct {
 	// Strict refuses soft inconsistencies (such as a VMDK parent CID
 	// mismatch) that are otherwise only reported in Info().Warnings.
 	Strict bool
+	// CheckPath, when set, is asked about every image and parent path
+	// before Open looks at it; an error refuses the path. (A FUSE mount
+	// uses it to refuse paths inside itself.)
+	CheckPath func(path string) error
 
 	depth int // parent chain depth, to stop loops
 }
@@ -215,6 +219,11 @@ func Formats() []string {
 func Open(path string, opt Options) (Disk, error) {
 	if opt.depth > MaxChainDepth {
 		return nil, corruptf("chain", path, -1, "parent chain deeper than %d images (a loop?)", MaxChainDepth)
+	}
+	if opt.CheckPath != nil {
+		if err := opt.CheckPath(path); err != nil {
+			return nil, err
+		}
 	}
 	pd, err := readProbe(path)
 	if err != nil {
