@@ -8,7 +8,6 @@ import (
 	"log"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -178,6 +177,12 @@ func (fsys *filesys) mayModify(h fuse.Header) error {
 	return fuse.Errno(syscall.EACCES)
 }
 
+// mayInspect allows the status file and the xattrs, which name image
+// paths, only to root and the mounting user.
+func (fsys *filesys) mayInspect(h fuse.Header) bool {
+	return h.Uid == 0 || h.Uid == fsys.adminUID
+}
+
 func (fsys *filesys) fillAttr(a *fuse.Attr, ino uint64, mode os.FileMode) {
 	a.Inode = ino
 	a.Mode = mode
@@ -307,15 +312,7 @@ func (n *fsDir) Symlink(ctx context.Context, req *fuse.SymlinkRequest) (fusefs.N
 		target = filepath.Join(cwd, target)
 	}
 	target = filepath.Clean(target)
-	if err := n.fsys.guard.check(target); err != nil {
-		n.fsys.attachFailed(req.NewName, target, err)
-		return nil, toErrno(err)
-	}
-	if err := callerMayRead(target, req.Header); err != nil {
-		n.fsys.attachFailed(req.NewName, target, err)
-		return nil, toErrno(err)
-	}
-	f, err := n.fsys.attach(n.d, req.NewName, target)
+	f, err := n.fsys.attachAs(callerOf(req.Header), n.d, req.NewName, target)
 	if err != nil {
 		return nil, toErrno(err)
 	}
@@ -334,20 +331,39 @@ func (n *fsDir) Symlink(ctx context.Context, req *fuse.SymlinkRequest) (fusefs.N
 	return stand, nil
 }
 
-// attach opens target and adds it to d as name; failures are logged with
-// the full reason and kept for the status file.
+// callerOf is the process a request comes from.
+func callerOf(h fuse.Header) caller { return caller{uid: h.Uid, gid: h.Gid, pid: h.Pid} }
+
+// attach attaches target for the daemon itself (images named on the
+// command line).
 func (fsys *filesys) attach(d *dir, name, target string) (*flatFile, error) {
-	st, err := os.Stat(target)
-	if err == nil && st.IsDir() && !isBundleDir(target) {
-		err = &os.PathError{Op: "attach", Path: target, Err: syscall.EISDIR}
-	}
+	return fsys.attachAs(daemon(), d, name, target)
+}
+
+// attachAs opens target with c's rights and adds it to d as name;
+// failures are logged with the full reason and kept for the status file.
+func (fsys *filesys) attachAs(c caller, d *dir, name, target string) (*flatFile, error) {
 	var img *image
-	if err == nil {
+	err := asCaller(c, fsys.guard, func() error {
+		if err := fsys.guard.check(target); err != nil {
+			return err
+		}
+		st, err := os.Stat(target)
+		if err != nil {
+			return err
+		}
+		if st.IsDir() && !isBundleDir(target) {
+			return &os.PathError{Op: "attach", Path: target, Err: syscall.EISDIR}
+		}
 		var overlay string
 		if fsys.overlayDir != "" {
 			overlay = filepath.Join(fsys.overlayDir, name+".qcow2")
 		}
 		img, err = openImage(target, fsys.attachOpts, fsys.readOnly, overlay)
+		return err
+	})
+	if err == nil {
+		img.owner, img.guard = c, fsys.guard
 	}
 	if err != nil {
 		fsys.attachFailed(name, target, err)
@@ -450,6 +466,7 @@ func (n *fsFile) keepCache(write bool) bool {
 func (n *fsFile) Attr(ctx context.Context, a *fuse.Attr) error {
 	n.fsys.fillAttr(a, n.ino, os.FileMode(n.f.mode()))
 	img := n.f.img
+	a.Uid, a.Gid, _ = img.owners()
 	mtime, blocks := img.attrs()
 	a.Size = uint64(n.size)
 	if n.size == img.Size() {
@@ -472,7 +489,7 @@ func (n *fsFile) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.Ope
 		return nil, toErrno(err)
 	}
 	if write {
-		if err := n.f.img.beginWrite(); err != nil {
+		if err := n.f.img.beginWrite(callerOf(req.Header)); err != nil {
 			n.fsys.closeImage(n.f.release(true))
 			if !errors.Is(err, syscall.EROFS) {
 				log.Printf("%s: opening for writing: %v", n.f.img.path, err)
@@ -515,6 +532,9 @@ const (
 )
 
 func (n *fsFile) Getxattr(ctx context.Context, req *fuse.GetxattrRequest, resp *fuse.GetxattrResponse) error {
+	if !n.fsys.mayInspect(req.Header) {
+		return fuse.ErrNoXattr
+	}
 	switch req.Name {
 	case xattrImage:
 		resp.Xattr = []byte(n.f.img.path)
@@ -532,6 +552,9 @@ func (n *fsFile) Getxattr(ctx context.Context, req *fuse.GetxattrRequest, resp *
 }
 
 func (n *fsFile) Listxattr(ctx context.Context, req *fuse.ListxattrRequest, resp *fuse.ListxattrResponse) error {
+	if !n.fsys.mayInspect(req.Header) {
+		return nil
+	}
 	resp.Append(xattrImage, xattrFormat)
 	return nil
 }
@@ -625,7 +648,10 @@ type fsStatus struct {
 }
 
 func (n *fsStatus) Attr(ctx context.Context, a *fuse.Attr) error {
-	n.fsys.fillAttr(a, n.s.ino, 0o444)
+	// The status file names every image: only root and the mounting
+	// user may read it, whoever the tree's directories show as owner.
+	n.fsys.fillAttr(a, n.s.ino, 0o400)
+	a.Uid = n.fsys.adminUID
 	a.Size = uint64(len(n.fsys.t.statusText()))
 	a.Mtime = time.Now()
 	a.Valid = 0
@@ -633,7 +659,7 @@ func (n *fsStatus) Attr(ctx context.Context, a *fuse.Attr) error {
 }
 
 func (n *fsStatus) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.OpenResponse) (fusefs.Handle, error) {
-	if !req.Flags.IsReadOnly() {
+	if !req.Flags.IsReadOnly() || !n.fsys.mayInspect(req.Header) {
 		return nil, fuse.Errno(syscall.EACCES)
 	}
 	// Content changes from one open to the next and differs from the
@@ -647,45 +673,4 @@ type statusHandle struct{ data []byte }
 func (h *statusHandle) Read(ctx context.Context, req *fuse.ReadRequest, resp *fuse.ReadResponse) error {
 	fuseutil.HandleRead(req, resp, h.data)
 	return nil
-}
-
-// callerMayRead checks that the process making a request could itself
-// read target, since the daemon opens it with its own (often root's)
-// rights: search permission on every directory above it and read
-// permission on the file.
-func callerMayRead(target string, h fuse.Header) error {
-	if h.Uid == 0 {
-		return nil
-	}
-	groups := append(callerGroups(h.Pid), h.Gid)
-	allowed := func(p string, bit uint32) error {
-		st, err := os.Stat(p)
-		if err != nil {
-			return err
-		}
-		sys, ok := st.Sys().(*syscall.Stat_t)
-		if !ok {
-			return nil
-		}
-		perm := uint32(st.Mode().Perm())
-		switch {
-		case sys.Uid == h.Uid:
-			perm >>= 6
-		case slices.Contains(groups, sys.Gid):
-			perm >>= 3
-		}
-		if perm&bit == 0 {
-			return &os.PathError{Op: "attach", Path: p, Err: syscall.EACCES}
-		}
-		return nil
-	}
-	for d := filepath.Dir(target); ; d = filepath.Dir(d) {
-		if err := allowed(d, 1); err != nil {
-			return err
-		}
-		if d == "/" || d == "." {
-			break
-		}
-	}
-	return allowed(target, 4)
 }

@@ -23,12 +23,17 @@ type image struct {
 	opts     formats.Options
 	writable bool // format, variant, files and --read-only allow writing
 	size     int64
+	owner    caller     // who attached it: read-only reopens are done with their rights
+	guard    mountGuard // where the mount is, so no reopen looks inside it
 
 	mu     sync.RWMutex // readers hold it shared across I/O; only the reopen takes it exclusively
 	disk   formats.Disk
 	info   formats.Info
 	mtime  time.Time
 	blocks int64 // 512-byte blocks of real allocation
+	uid    uint32
+	gid    uint32
+	perm   uint32 // the image file's owner, group and permission bits
 
 	writeLocks rangeLock
 }
@@ -153,6 +158,10 @@ func (im *image) setInfo(info formats.Info) {
 		}
 		if i == 0 {
 			im.mtime = st.ModTime()
+			im.perm = uint32(st.Mode().Perm())
+			if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+				im.uid, im.gid = sys.Uid, sys.Gid
+			}
 		}
 		if sys, ok := st.Sys().(*syscall.Stat_t); ok {
 			blocks += int64(sys.Blocks)
@@ -170,6 +179,14 @@ func (im *image) Info() formats.Info {
 	im.mu.RLock()
 	defer im.mu.RUnlock()
 	return im.info
+}
+
+// owners is the image file's owner, group and permission bits, which
+// the flattened file shows.
+func (im *image) owners() (uid, gid, perm uint32) {
+	im.mu.RLock()
+	defer im.mu.RUnlock()
+	return im.uid, im.gid, im.perm
 }
 
 func (im *image) attrs() (mtime time.Time, blocks int64) {
@@ -218,20 +235,35 @@ func (im *image) Flush() error {
 	return im.disk.Flush()
 }
 
-// beginWrite reopens the image read-write. The caller guarantees no other
-// handle is open.
-func (im *image) beginWrite() error {
+// caller is whom a request comes from: files opened for it are opened
+// with its rights (see asCaller).
+type caller struct{ uid, gid, pid uint32 }
+
+// daemon is the daemon itself, attaching the images of its command line.
+func daemon() caller {
+	return caller{uid: uint32(os.Geteuid()), gid: uint32(os.Getegid()), pid: uint32(os.Getpid())}
+}
+
+// beginWrite reopens the image read-write with the rights of c, the
+// process opening the flattened file for writing: only what c may write
+// is written. The caller guarantees no other handle is open.
+func (im *image) beginWrite(c caller) error {
 	if !im.writable {
 		return syscall.EROFS
 	}
-	if im.overlay != "" && !im.overlayExists() {
-		format := formats.QemuFormatName(im.Info().Format)
-		if err := formats.CreateOverlay(im.overlay, im.path, format, im.size); err != nil {
-			return fmt.Errorf("creating overlay: %w", err)
+	var d formats.Disk
+	err := asCaller(c, im.guard, func() error {
+		if im.overlay != "" && !im.overlayExists() {
+			format := formats.QemuFormatName(im.Info().Format)
+			if err := formats.CreateOverlay(im.overlay, im.path, format, im.size); err != nil {
+				return fmt.Errorf("creating overlay: %w", err)
+			}
+			log.Printf("%s: writes go to the new overlay %s", im.path, im.overlay)
 		}
-		log.Printf("%s: writes go to the new overlay %s", im.path, im.overlay)
-	}
-	d, err := im.openTarget(false)
+		var err error
+		d, err = im.openTarget(false)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("reopening read-write: %w", err)
 	}
@@ -253,7 +285,12 @@ func (im *image) endWrite() error {
 	im.mu.Lock()
 	defer im.mu.Unlock()
 	ferr := im.disk.Close()
-	d, err := im.openTarget(true)
+	var d formats.Disk
+	err := asCaller(im.owner, im.guard, func() error {
+		var err error
+		d, err = im.openTarget(true)
+		return err
+	})
 	if err != nil {
 		// Keep serving nothing rather than a closed disk: reads fail with EIO.
 		im.disk = brokenDisk{size: im.size, err: err}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -230,7 +231,7 @@ func TestSecurityTargetInsideMount(t *testing.T) {
 			return err
 		})
 		if err == nil || !strings.Contains(out, "Too many levels of symbolic links") {
-			t.Errorf("%s: ln -s %s: %v %s; want ELOOP", c.name, c.target, err, out)
+			t.Errorf("%s: ln -s %s: %v %s; want ELOOP\n%s", c.name, c.target, err, out, m.log())
 		}
 		m.within(t, time.Second, c.name+": ls", func() error {
 			ents, err := os.ReadDir(m.flat)
@@ -247,11 +248,184 @@ func TestSecurityTargetInsideMount(t *testing.T) {
 			return nil
 		})
 	}
+	// An extent named inside the mount is not even seen: the files of an
+	// image are opened where the mount is hidden.
+	desc := filepath.Join(outside, "desc.vmdk")
+	os.WriteFile(desc, []byte("# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n\n"+
+		"RW 2048 FLAT \""+a+"\" 0\n\nddb.virtualHWVersion = \"4\"\n"), 0o644)
+	err = m.within(t, 5*time.Second, "extent inside", func() error { return os.Symlink(desc, filepath.Join(m.flat, "extent")) })
+	wantErrno(t, "attaching a VMDK whose extent is inside the mount", err, syscall.ENOENT)
 	status, _ := os.ReadFile(filepath.Join(m.dir, "status"))
 	if !strings.Contains(string(status), "inside this mount") {
 		t.Errorf("status does not say why:\n%s", status)
 	}
 	if err := m.within(t, 5*time.Second, "unmount", m.unmount); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// as runs a command as user uid (group uid, no other groups).
+func as(uid string, args ...string) (string, error) {
+	cmd := exec.Command("setpriv", append([]string{"--reuid=" + uid, "--regid=" + uid, "--clear-groups"}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// publicDir is a fresh directory every user may enter.
+func publicDir(t *testing.T) string {
+	t.Helper()
+	d, err := os.MkdirTemp("", "vdflat-public-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	if err := os.Chmod(d, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// The owner given with -o uid= attaches and opens files only as itself:
+// never through root's rights, whatever the image names.
+func TestSecurityCallerRights(t *testing.T) {
+	needTool(t, "setpriv")
+	const user = "65534"
+	pub := publicDir(t)
+	mine := filepath.Join(pub, "mine") // the user's own directory
+	priv := filepath.Join(pub, "priv") // root's, closed to others
+	for _, d := range []string{mine, priv} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.Chown(mine, 65534, 65534)
+	secret := filepath.Join(priv, "secret.img")
+	secretData := bytes.Repeat([]byte("root only "), 110<<10)[:1<<20]
+	if err := os.WriteFile(secret, secretData, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	readable := filepath.Join(priv, "readable.img") // 0644, but in a 0700 directory
+	if err := os.WriteFile(readable, secretData, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(priv, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// (a) a symlink in the user's directory into root's 0700 directory
+	if err := os.Symlink(readable, filepath.Join(mine, "link.img")); err != nil {
+		t.Fatal(err)
+	}
+	// (b) the user's own qcow2 backed by a root-only file, and the user's
+	// own VMDK descriptor with a flat extent naming it
+	child := filepath.Join(mine, "child.qcow2")
+	runTool(t, "", "qemu-img", "create", "-f", "qcow2", "-F", "raw", "-b", secret, "-u", child, "1M")
+	desc := filepath.Join(mine, "desc.vmdk")
+	os.WriteFile(desc, []byte("# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n\n"+
+		"RW 2048 FLAT \""+secret+"\" 0\n\nddb.virtualHWVersion = \"4\"\n"), 0o644)
+	for _, f := range []string{child, desc} {
+		os.Chown(f, 65534, 65534)
+	}
+	// The same as root, to show the fixtures themselves are sound.
+	m := startMountAt(t, filepath.Join(pub, "mnt"), "-o", "allow_other,uid=65534,gid=65534")
+	for _, f := range []string{filepath.Join(mine, "link.img"), child, desc} {
+		p := m.attach(t, f, "root-"+filepath.Base(f))
+		if got, err := os.ReadFile(p); err != nil || !bytes.Equal(got, secretData) {
+			t.Fatalf("root reading %s through %s: %v", f, p, err)
+		}
+	}
+	for _, c := range []struct{ name, target string }{
+		{"(a) symlink into a 0700 directory", filepath.Join(mine, "link.img")},
+		{"(b) qcow2 backed by a root-only file", child},
+		{"(b) VMDK extent naming a root-only file", desc},
+		{"root-only file itself", secret},
+	} {
+		out, err := as(user, "ln", "-s", c.target, filepath.Join(m.flat, "u"))
+		if err == nil || !strings.Contains(out, "Permission denied") || !strings.Contains(m.log(), "attach u -> "+c.target+" failed") {
+			t.Errorf("%s: %v %s; want Permission denied from the attach\n%s", c.name, err, out, m.log())
+		}
+	}
+	// (c) a root-owned 0644 file the user may read: attached, but writes
+	// are refused, and the file stays as it was.
+	world := filepath.Join(pub, "world.img")
+	if err := os.WriteFile(world, secretData, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := as(user, "ln", "-s", world, filepath.Join(m.flat, "w")); err != nil {
+		t.Fatalf("user attaching a file it may read: %v %s\n%s", err, out, m.log())
+	}
+	out, err := as(user, "dd", "if=/dev/zero", "of="+filepath.Join(m.flat, "w"), "bs=4k", "count=1", "conv=notrunc")
+	if err == nil || !strings.Contains(out, "Permission denied") && !strings.Contains(out, "Read-only") {
+		t.Errorf("user writing root's 0644 file: %v %s; want EACCES or EROFS", err, out)
+	}
+	if got, err := os.ReadFile(world); err != nil || !bytes.Equal(got, secretData) {
+		t.Errorf("root's file changed (%v)", err)
+	}
+}
+
+// With allow_other, a flattened file grants what its image file grants,
+// and only root and the mounting user learn image paths.
+func TestSecurityAllowOtherShowsImageRights(t *testing.T) {
+	needTool(t, "setpriv")
+	pub := publicDir(t)
+	private := filepath.Join(pub, "private.img")
+	if err := os.WriteFile(private, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	group := filepath.Join(pub, "group.img")
+	if err := os.WriteFile(group, make([]byte, 1<<20), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	os.Chown(group, 0, 4242)
+	m := startMountAt(t, filepath.Join(pub, "mnt"), "-o", "allow_other,uid=65534,gid=65534", "--read-only")
+	public := filepath.Join(pub, "public.img")
+	if err := os.WriteFile(public, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pubp := m.attach(t, public, "public")
+	pp := m.attach(t, private, "private")
+	gp := m.attach(t, group, "group")
+	for _, c := range []struct {
+		path     string
+		uid, gid uint32
+		perm     os.FileMode
+	}{{pp, 0, 0, 0o400}, {gp, 0, 4242, 0o440}} {
+		st, err := os.Stat(c.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sys := st.Sys().(*syscall.Stat_t)
+		if sys.Uid != c.uid || sys.Gid != c.gid || st.Mode().Perm() != c.perm {
+			t.Errorf("%s: %d:%d %v, want %d:%d %v (the image's, read-only)", c.path, sys.Uid, sys.Gid, st.Mode().Perm(), c.uid, c.gid, c.perm)
+		}
+	}
+	// The directories keep the owner given with uid= and gid=.
+	if st, err := os.Stat(m.flat); err != nil || st.Sys().(*syscall.Stat_t).Uid != 65534 || st.Sys().(*syscall.Stat_t).Gid != 65534 {
+		t.Errorf("FlattenedImages: %v, want owned by 65534:65534", err)
+	}
+	if out, err := as("12345", "cat", pp); err == nil || !strings.Contains(out, "Permission denied") {
+		t.Errorf("another user reading a 0600 image: %v %s; want Permission denied", err, out)
+	}
+	cmd := exec.Command("setpriv", "--reuid=12345", "--regid=12345", "--groups=4242", "cmp", group, gp)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("a member of the image's group reading it: %v %s", err, out)
+	}
+	for _, user := range []string{"12345", "65534"} {
+		if out, err := as(user, "cat", filepath.Join(m.dir, "status")); err == nil || !strings.Contains(out, "Permission denied") {
+			t.Errorf("user %s reading the status file: %v %s; want Permission denied", user, err, out)
+		}
+		// The file system rights of the user, on a thread of this test.
+		uid, _ := strconv.Atoi(user)
+		buf := make([]byte, 4096)
+		err := asCaller(caller{uid: uint32(uid), gid: uint32(uid)}, mountGuard{}, func() error {
+			_, err := syscall.Getxattr(pubp, "user.vdflat.image", buf) // a file the user may read
+			return err
+		})
+		wantErrno(t, "user "+user+" reading the image path xattr", err, syscall.ENODATA)
+	}
+	if n, err := syscall.Getxattr(pubp, "user.vdflat.image", make([]byte, 4096)); err != nil || n != len(public) {
+		t.Errorf("root reading the image path xattr: %d bytes, %v", n, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(m.dir, "status")); err != nil || !strings.Contains(string(b), private) {
+		t.Errorf("root reading the status file: %v\n%s", err, b)
 	}
 }

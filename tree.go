@@ -482,12 +482,17 @@ func (f *flatFile) counts() (readers, writers int) {
 	return f.readers, f.writers
 }
 
-// mode is 0644 for a writable image, 0444 otherwise.
+// mode is the image file's permissions, without execute bits, and
+// without write bits where the image cannot be written: with
+// allow_other, the kernel then grants exactly the access the image file
+// grants.
 func (f *flatFile) mode() uint32 {
-	if f.img.writable {
-		return 0o644
+	_, _, perm := f.img.owners()
+	perm &= 0o666
+	if !f.img.writable {
+		perm &= 0o444
 	}
-	return 0o444
+	return perm
 }
 
 // attachedFiles walks the tree and returns every flattened file by path.

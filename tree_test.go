@@ -14,7 +14,7 @@ import (
 
 // testImage is an image backed by an in-memory disk.
 func testImage(writable bool) *image {
-	return &image{path: "/mem", disk: newMemDisk(4096), size: 4096, writable: writable}
+	return &image{path: "/mem", disk: newMemDisk(4096), size: 4096, writable: writable, perm: 0o640}
 }
 
 func TestTreeReaderWriterRules(t *testing.T) {
@@ -59,8 +59,8 @@ func TestTreeReadOnlyImage(t *testing.T) {
 	if err := f.open(false, 10); err != nil {
 		t.Fatalf("read-open of a read-only image: %v", err)
 	}
-	if f.mode() != 0o444 {
-		t.Fatalf("mode %o, want 0444", f.mode())
+	if f.mode() != 0o440 {
+		t.Fatalf("mode %o, want 0440: the image file's 0640 without writing", f.mode())
 	}
 }
 
