@@ -383,7 +383,7 @@ func (fsys *filesys) attachAs(c caller, d *dir, name, target string) (*flatFile,
 		mode = "writes go to " + img.overlay
 	}
 	log.Printf("attached %s: %s (%s, %d bytes, %s)", name, target, strings.TrimSpace(info.Format+" "+info.Variant), img.Size(), mode)
-	for _, w := range info.Warnings {
+	for _, w := range append(info.Warnings, img.warnings...) {
 		log.Printf("attached %s: warning: %s", name, w)
 	}
 	fsys.showPartitions(f, name)
@@ -493,6 +493,8 @@ func (n *fsFile) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.Ope
 			n.fsys.closeImage(n.f.release(true))
 			if !errors.Is(err, syscall.EROFS) {
 				log.Printf("%s: opening for writing: %v", n.f.img.path, err)
+				name, _ := n.fsys.t.partitionDirName(n.f)
+				n.fsys.t.recordError(name, n.f.img.path, fmt.Errorf("opening for writing: %w", err))
 			}
 			return nil, toErrno(err)
 		}

@@ -25,6 +25,9 @@ type image struct {
 	size     int64
 	owner    caller     // who attached it: read-only reopens are done with their rights
 	guard    mountGuard // where the mount is, so no reopen looks inside it
+	files    []fileID   // every file of the chain
+	written  []fileID   // the files a writer writes (none with an overlay)
+	warnings []string   // found at attach, besides the format's own
 
 	mu     sync.RWMutex // readers hold it shared across I/O; only the reopen takes it exclusively
 	disk   formats.Disk
@@ -36,6 +39,7 @@ type image struct {
 	perm   uint32 // the image file's owner, group and permission bits
 
 	writeLocks rangeLock
+	qemuLocks  *imageLocks // held while open for writing
 }
 
 // openImage opens path read-only with its whole chain. With an overlay
@@ -63,10 +67,55 @@ func openImage(path string, opts formats.Options, readOnly bool, overlay string)
 	} else {
 		im.writable = !readOnly && formats.CanWrite(d) && filesWritable(info.Files)
 	}
+	im.identify()
 	if !complete {
 		time.AfterFunc(allocCountDelay, func() { im.completeInfo(d) })
 	}
 	return im, nil
+}
+
+// identify records the device and inode of every file of the chain, for
+// the one-writer rule across attachments, and warns about files another
+// process is writing.
+func (im *image) identify() {
+	for level := &im.info; level != nil; level = level.Parent {
+		for _, p := range level.Files {
+			id, ok := fileIDOf(p)
+			if !ok {
+				continue
+			}
+			im.files = append(im.files, id)
+			if level == &im.info && im.overlay == "" {
+				im.written = append(im.written, id)
+			}
+		}
+	}
+	for _, p := range im.info.Files {
+		if foreignWriter(p) {
+			im.warnings = append(im.warnings, fmt.Sprintf("%s is open for writing by another process (it holds qemu's write lock): what is read may change meanwhile", p))
+		}
+	}
+}
+
+func fileIDOf(p string) (fileID, bool) {
+	st, err := os.Stat(p)
+	if err != nil {
+		return fileID{}, false
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fileID{}, false
+	}
+	return fileID{dev: uint64(sys.Dev), ino: uint64(sys.Ino)}, true
+}
+
+// writtenFiles are the paths a writer writes: the overlay, or the top
+// image's files.
+func (im *image) writtenFiles() []string {
+	if im.overlay != "" {
+		return []string{im.overlay}
+	}
+	return im.Info().Files
 }
 
 func (im *image) overlayExists() bool {
@@ -252,6 +301,7 @@ func (im *image) beginWrite(c caller) error {
 		return syscall.EROFS
 	}
 	var d formats.Disk
+	var locks *imageLocks
 	err := asCaller(c, im.guard, func() error {
 		if im.overlay != "" && !im.overlayExists() {
 			format := formats.QemuFormatName(im.Info().Format)
@@ -261,7 +311,12 @@ func (im *image) beginWrite(c caller) error {
 			log.Printf("%s: writes go to the new overlay %s", im.path, im.overlay)
 		}
 		var err error
-		d, err = im.openTarget(false)
+		if locks, err = lockForWriting(im.writtenFiles()); err != nil {
+			return err
+		}
+		if d, err = im.openTarget(false); err != nil {
+			locks.release()
+		}
 		return err
 	})
 	if err != nil {
@@ -269,11 +324,13 @@ func (im *image) beginWrite(c caller) error {
 	}
 	if d.Size() != im.size {
 		d.Close()
+		locks.release()
 		return fmt.Errorf("reopening read-write: size changed from %d to %d: %w", im.size, d.Size(), formats.ErrCorrupt)
 	}
 	im.mu.Lock()
 	old := im.disk
 	im.disk = d
+	im.qemuLocks = locks
 	im.refresh()
 	im.mu.Unlock()
 	return old.Close()
@@ -285,6 +342,8 @@ func (im *image) endWrite() error {
 	im.mu.Lock()
 	defer im.mu.Unlock()
 	ferr := im.disk.Close()
+	im.qemuLocks.release()
+	im.qemuLocks = nil
 	var d formats.Disk
 	err := asCaller(im.owner, im.guard, func() error {
 		var err error
@@ -305,6 +364,8 @@ func (im *image) Close() error {
 	im.mu.Lock()
 	defer im.mu.Unlock()
 	err := im.disk.Close()
+	im.qemuLocks.release()
+	im.qemuLocks = nil
 	im.disk = brokenDisk{size: im.size, err: os.ErrClosed}
 	return err
 }

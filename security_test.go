@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -428,4 +430,155 @@ func TestSecurityAllowOtherShowsImageRights(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(m.dir, "status")); err != nil || !strings.Contains(string(b), private) {
 		t.Errorf("root reading the status file: %v\n%s", err, b)
 	}
+}
+
+// One image attached under two names has one writer at a time, and
+// concurrent writers through both names leave a consistent qcow2.
+func TestSecurityOneWriterAcrossNames(t *testing.T) {
+	dir := t.TempDir()
+	img := filepath.Join(dir, "disk.qcow2")
+	runTool(t, "", "qemu-img", "create", "-f", "qcow2", img, "16M")
+	if err := os.Symlink(img, filepath.Join(dir, "other-name.qcow2")); err != nil {
+		t.Fatal(err)
+	}
+	m := startMount(t)
+	a := m.attach(t, img, "a")
+	b := m.attach(t, filepath.Join(dir, "other-name.qcow2"), "b")
+	// Readers of both names at once are fine.
+	ra, err := os.Open(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb, err := os.Open(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = os.OpenFile(b, os.O_WRONLY, 0)
+	wantErrno(t, "writing b while a and b are read", err, syscall.ETXTBSY)
+	ra.Close()
+	rb.Close()
+	time.Sleep(100 * time.Millisecond) // the releases reach the daemon
+	wa, err := os.OpenFile(a, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = os.OpenFile(b, os.O_WRONLY, 0)
+	wantErrno(t, "writing b while a is written", err, syscall.ETXTBSY)
+	_, err = os.Open(b)
+	wantErrno(t, "reading b while a is written", err, syscall.ETXTBSY)
+	wa.Close()
+
+	// Writers through both names at once: whoever gets the image writes,
+	// the other is refused; the image stays consistent.
+	var wg sync.WaitGroup
+	var refused atomic.Int32
+	for w, p := range []string{a, b} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := bytes.Repeat([]byte{byte('a' + w)}, 64<<10)
+			for i := 0; i < 40; i++ {
+				f, err := os.OpenFile(p, os.O_WRONLY, 0)
+				if errnoOf(err) == syscall.ETXTBSY {
+					refused.Add(1)
+					continue
+				}
+				if err != nil {
+					t.Errorf("opening %s: %v", p, err)
+					return
+				}
+				if _, err := f.WriteAt(buf, int64(i%32)*(512<<10)+int64(w)*(64<<10)); err != nil {
+					t.Errorf("writing %s: %v", p, err)
+				}
+				f.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	if err := m.unmount(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.wait(); err != nil {
+		t.Fatal(err)
+	}
+	out := runTool(t, "", "qemu-img", "check", img)
+	if !strings.Contains(out, "No errors were found") {
+		t.Errorf("qemu-img check after writers through two names:\n%s", out)
+	}
+	t.Logf("%d write-opens refused while the other name was written", refused.Load())
+}
+
+// vdflat takes qemu's image locks while it writes, and honours them.
+func TestSecurityQemuLocks(t *testing.T) {
+	needTool(t, "qemu-io")
+	img := filepath.Join(t.TempDir(), "disk.qcow2")
+	runTool(t, "", "qemu-img", "create", "-f", "qcow2", img, "16M")
+	m := startMount(t)
+	p := m.attach(t, img, "disk")
+
+	// vdflat writes: qemu may neither write nor inspect the image.
+	w, err := os.OpenFile(p, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"qemu-io", "-f", "qcow2", "-c", "write 0 512", img}, {"qemu-img", "info", img}} {
+		out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "lock") {
+			t.Errorf("%s while vdflat writes: %v %s; want a lock refusal", strings.Join(args, " "), err, out)
+		}
+	}
+	w.Close()
+	time.Sleep(100 * time.Millisecond)
+	if out, err := exec.Command("qemu-img", "info", img).CombinedOutput(); err != nil {
+		t.Errorf("qemu-img info after vdflat stopped writing: %v %s", err, out)
+	}
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+
+	// qemu writes: vdflat attaches with a warning, and refuses to write.
+	qio := exec.Command("qemu-io", "-f", "qcow2", img)
+	stdin, err := qio.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var qout bytes.Buffer
+	qio.Stdout, qio.Stderr = &qout, &qout
+	if err := qio.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { stdin.Close(); qio.Wait() }()
+	for i := 0; ; i++ { // until qemu-io holds its locks
+		if out, err := exec.Command("qemu-img", "info", img).CombinedOutput(); err != nil && strings.Contains(string(out), "lock") {
+			break
+		}
+		if i == 100 {
+			t.Fatalf("qemu-io took no lock within 5s: %s", qout.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	p = m.attach(t, img, "busy")
+	status, _ := os.ReadFile(filepath.Join(m.dir, "status"))
+	if !strings.Contains(string(status), "qemu's write lock") {
+		t.Errorf("status does not warn of the other writer:\n%s", status)
+	}
+	if !strings.Contains(m.log(), "qemu's write lock") {
+		t.Errorf("log does not warn of the other writer:\n%s", m.log())
+	}
+	_, err = os.OpenFile(p, os.O_WRONLY, 0)
+	wantErrno(t, "writing an image qemu-io writes", err, syscall.ETXTBSY)
+	status, _ = os.ReadFile(filepath.Join(m.dir, "status"))
+	if !strings.Contains(string(status), "qemu's image lock") {
+		t.Errorf("status does not name the lock:\n%s", status)
+	}
+	if got, err := os.ReadFile(p); err != nil || len(got) != 16<<20 {
+		t.Errorf("reading an image qemu-io writes: %d bytes, %v", len(got), err)
+	}
+	stdin.Close()
+	qio.Wait()
+	f, err := os.OpenFile(p, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatalf("writing after qemu-io exited: %v", err)
+	}
+	f.Close()
 }

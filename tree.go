@@ -37,6 +37,8 @@ type tree struct {
 	maxReaders int
 	started    time.Time
 
+	open openFiles // handles by file identity, across attachments
+
 	mu      sync.Mutex
 	nextIno uint64
 	root    *dir
@@ -66,6 +68,7 @@ type flatFile struct {
 	ino      uint64
 	img      *image
 	attached time.Time
+	handles  *openFiles // the tree's, or nil (tests of one file)
 
 	mu       sync.Mutex // guards the fields below, never held across I/O
 	readers  int
@@ -284,7 +287,7 @@ func (t *tree) attach(d *dir, name string, img *image) (*flatFile, error) {
 	if _, ok := d.entries[name]; ok {
 		return nil, syscall.EEXIST
 	}
-	f := &flatFile{ino: t.allocIno(), img: img, attached: time.Now()}
+	f := &flatFile{ino: t.allocIno(), img: img, attached: time.Now(), handles: &t.open}
 	d.entries[name] = f
 	d.mtime = time.Now()
 	return f, nil
@@ -411,13 +414,17 @@ func (f *flatFile) open(write bool, max int) error {
 		return syscall.EROFS
 	case write && (f.readers > 0 || f.writers > 0):
 		return syscall.ETXTBSY
-	case write:
-		f.writers++
-	case f.writers > 0:
+	case !write && f.writers > 0:
 		return syscall.ETXTBSY
-	case f.readers >= max:
+	case !write && f.readers >= max:
 		return syscall.EMLINK
-	default:
+	}
+	if err := f.handles.acquire(f.img, write); err != nil {
+		return err
+	}
+	if write {
+		f.writers++
+	} else {
 		f.readers++
 	}
 	return nil
@@ -453,6 +460,7 @@ func (f *flatFile) openWait(write bool, max int, wait time.Duration) error {
 func (f *flatFile) release(write bool) *image {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.handles.release(f.img, write)
 	if write {
 		f.writers--
 		f.writes++
@@ -568,7 +576,7 @@ func (t *tree) statusText() []byte {
 		}
 		w.Flush()
 		for _, n := range names {
-			for _, warn := range files[n].img.Info().Warnings {
+			for _, warn := range append(files[n].img.Info().Warnings, files[n].img.warnings...) {
 				fmt.Fprintf(&b, "warning: %s: %s\n", escapeText(n), escapeText(warn))
 			}
 		}
@@ -583,4 +591,71 @@ func (t *tree) statusText() []byte {
 		}
 	}
 	return b.Bytes()
+}
+
+// fileID identifies a file whatever its name: two attachments of one
+// image, under two names or through two paths, share their fileIDs.
+type fileID struct{ dev, ino uint64 }
+
+// openFiles counts the handles open on each file, across every
+// attachment of the tree: one writer per file, and no writer while
+// anyone reads it.
+type openFiles struct {
+	mu      sync.Mutex
+	readers map[fileID]int // handles reading the file (writers read too)
+	writers map[fileID]int
+}
+
+// acquire counts one handle on img's files, or fails with ETXTBSY: a
+// writer needs the files it writes unused by any other handle, a reader
+// needs every file of its chain unwritten.
+func (o *openFiles) acquire(img *image, write bool) error {
+	if o == nil {
+		return nil
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.readers == nil {
+		o.readers, o.writers = map[fileID]int{}, map[fileID]int{}
+	}
+	for _, id := range img.files {
+		if o.writers[id] > 0 {
+			return syscall.ETXTBSY
+		}
+	}
+	if write {
+		for _, id := range img.written {
+			if o.readers[id] > 0 {
+				return syscall.ETXTBSY
+			}
+		}
+		for _, id := range img.written {
+			o.writers[id]++
+		}
+	}
+	for _, id := range img.files {
+		o.readers[id]++
+	}
+	return nil
+}
+
+// release undoes one acquire.
+func (o *openFiles) release(img *image, write bool) {
+	if o == nil {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if write {
+		for _, id := range img.written {
+			if o.writers[id]--; o.writers[id] <= 0 {
+				delete(o.writers, id)
+			}
+		}
+	}
+	for _, id := range img.files {
+		if o.readers[id]--; o.readers[id] <= 0 {
+			delete(o.readers, id)
+		}
+	}
 }
