@@ -15,3 +15,9 @@ func asCaller(c caller, g mountGuard, fn func() error) error {
 	}
 	return fn()
 }
+
+// noatimeAllowed: FreeBSD has no O_NOATIME; only a noatime mount keeps
+// access times.
+func noatimeAllowed(owner, uid uint32) bool { return false }
+
+const noatimeRule = "FreeBSD has no O_NOATIME; mount the file system noatime"

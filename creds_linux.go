@@ -111,3 +111,9 @@ func (g mountGuard) detachMount() error {
 	}
 	return nil
 }
+
+// noatimeAllowed tells whether uid may open a file owned by owner with
+// O_NOATIME: its owner, or root (CAP_FOWNER).
+func noatimeAllowed(owner, uid uint32) bool { return uid == 0 || owner == uid }
+
+const noatimeRule = "O_NOATIME needs the file's owner or root"

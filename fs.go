@@ -359,7 +359,7 @@ func (fsys *filesys) attachAs(c caller, d *dir, name, target string) (*flatFile,
 		if fsys.overlayDir != "" {
 			overlay = filepath.Join(fsys.overlayDir, name+".qcow2")
 		}
-		img, err = openImage(target, fsys.attachOpts, fsys.readOnly, overlay)
+		img, err = openImage(target, fsys.attachOpts, fsys.readOnly, overlay, c.uid)
 		return err
 	})
 	if err == nil {

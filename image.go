@@ -42,10 +42,11 @@ type image struct {
 	qemuLocks  *imageLocks // held while open for writing
 }
 
-// openImage opens path read-only with its whole chain. With an overlay
-// path, writes will go to that qcow2 file, made at the first write-open;
-// an overlay that exists already is resumed if it is backed by path.
-func openImage(path string, opts formats.Options, readOnly bool, overlay string) (*image, error) {
+// openImage opens path read-only with its whole chain, for user uid.
+// With an overlay path, writes will go to that qcow2 file, made at the
+// first write-open; an overlay that exists already is resumed if it is
+// backed by path.
+func openImage(path string, opts formats.Options, readOnly bool, overlay string, uid uint32) (*image, error) {
 	opts.ReadOnly = true
 	im := &image{path: path, overlay: overlay, opts: opts}
 	d, err := formats.Open(path, opts)
@@ -67,7 +68,7 @@ func openImage(path string, opts formats.Options, readOnly bool, overlay string)
 	} else {
 		im.writable = !readOnly && formats.CanWrite(d) && filesWritable(info.Files)
 	}
-	im.identify()
+	im.identify(uid)
 	if !complete {
 		time.AfterFunc(allocCountDelay, func() { im.completeInfo(d) })
 	}
@@ -75,9 +76,9 @@ func openImage(path string, opts formats.Options, readOnly bool, overlay string)
 }
 
 // identify records the device and inode of every file of the chain, for
-// the one-writer rule across attachments, and warns about files another
-// process is writing.
-func (im *image) identify() {
+// the one-writer rule across attachments, and warns about files whose
+// access time uid's reads may change and files another process writes.
+func (im *image) identify(uid uint32) {
 	for level := &im.info; level != nil; level = level.Parent {
 		for _, p := range level.Files {
 			id, ok := fileIDOf(p)
@@ -90,6 +91,7 @@ func (im *image) identify() {
 			}
 		}
 	}
+	im.warnings = append(im.warnings, atimeWarnings(&im.info, uid)...)
 	for _, p := range im.info.Files {
 		if foreignWriter(p) {
 			im.warnings = append(im.warnings, fmt.Sprintf("%s is open for writing by another process (it holds qemu's write lock): what is read may change meanwhile", p))

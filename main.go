@@ -491,6 +491,7 @@ func describe(path string, opts formats.Options) (*imageReport, error) {
 		}
 	}
 	r.Writable = formats.CanWrite(d) && filesWritable(info.Files)
+	r.Info.Warnings = append(r.Info.Warnings, atimeWarnings(&info, uint32(os.Geteuid()))...)
 	parts, err := formats.Partitions(d)
 	if err != nil {
 		r.PartError = err.Error()

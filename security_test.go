@@ -355,6 +355,10 @@ func TestSecurityCallerRights(t *testing.T) {
 	if out, err := as(user, "ln", "-s", world, filepath.Join(m.flat, "w")); err != nil {
 		t.Fatalf("user attaching a file it may read: %v %s\n%s", err, out, m.log())
 	}
+	// The user does not own it: O_NOATIME is refused, and the status says so.
+	if status, _ := os.ReadFile(filepath.Join(m.dir, "status")); !strings.Contains(string(status), world+": reading may change its access time") {
+		t.Errorf("status does not say the atime of %s may change:\n%s", world, status)
+	}
 	out, err := as(user, "dd", "if=/dev/zero", "of="+filepath.Join(m.flat, "w"), "bs=4k", "count=1", "conv=notrunc")
 	if err == nil || !strings.Contains(out, "Permission denied") && !strings.Contains(out, "Read-only") {
 		t.Errorf("user writing root's 0644 file: %v %s; want EACCES or EROFS", err, out)
