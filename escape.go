@@ -45,13 +45,6 @@ func escapeText(s string) string {
 	return b.String()
 }
 
-// escapedError shows an error's text escaped: errors carry paths and
-// strings from images.
-type escapedError struct{ error }
-
-func (e escapedError) Error() string { return escapeText(e.error.Error()) }
-func (e escapedError) Unwrap() error { return e.error }
-
 // escapeLines wraps a log destination so that every record is escaped
 // but its final newline: one record, one line, whatever it quotes.
 func escapeLines(w io.Writer) io.Writer { return lineEscaper{w} }
