@@ -45,6 +45,9 @@ func (g mountGuard) check(p string) error {
 	if !filepath.IsAbs(p) {
 		return fmt.Errorf("%s: not an absolute path: %w", p, syscall.EINVAL)
 	}
+	if g.inside(filepath.Clean(p)) {
+		return g.refuse(p, p)
+	}
 	dev, devKnown := mountDev(g.dir)
 	done, rest, links := "/", p, 0
 	for rest != "" {
