@@ -175,7 +175,11 @@ func (m *mount) within(t *testing.T, d time.Duration, what string, fn func() err
 	case <-time.After(d):
 		if dev, err := mountDevice(m.dir); err == nil {
 			_, minor, _ := strings.Cut(dev, ":")
-			os.WriteFile("/sys/fs/fuse/connections/"+minor+"/abort", []byte("1"), 0)
+			abort := "/sys/fs/fuse/connections/" + minor + "/abort"
+			if _, err := os.Stat(abort); err != nil {
+				exec.Command("mount", "-t", "fusectl", "none", "/sys/fs/fuse/connections").Run()
+			}
+			os.WriteFile(abort, []byte("1"), 0)
 		}
 		t.Fatalf("%s: no answer within %v: the mount hangs\n%s", what, d, m.log())
 		return nil
