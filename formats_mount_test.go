@@ -15,6 +15,28 @@ import (
 // attach it, compare the flattened file with the oracle's raw output,
 // detach.
 func TestMountFormats(t *testing.T) {
+	m := startMount(t)
+	for _, c := range formatCases(t) {
+		t.Run(c.name, func(t *testing.T) {
+			img, oracle := c.make(t, t.TempDir())
+			p := m.attach(t, img, c.name)
+			runTool(t, "", "cmp", oracle, p)
+			if err := os.Remove(p); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// formatCase makes one image of a format in dir with the format's own
+// tools, and the oracle's raw flattening of it.
+type formatCase struct {
+	name string
+	make func(t *testing.T, dir string) (image, oracle string)
+}
+
+// formatCases lists one case per format, all made from one raw disk.
+func formatCases(t *testing.T) []formatCase {
 	raw, _ := mbrDisk(t, 6<<20+3*512) // not a multiple of any cluster size
 	// Zero runs, so sparse formats have holes.
 	exec.Command("dd", "if=/dev/zero", "of="+raw, "bs=64k", "seek=20", "count=30", "conv=notrunc").Run()
@@ -29,10 +51,7 @@ func TestMountFormats(t *testing.T) {
 			return img, out
 		}
 	}
-	cases := []struct {
-		name string
-		make func(t *testing.T, dir string) (image, oracle string)
-	}{
+	return []formatCase{
 		{"qcow2", qemu("qcow2")},
 		{"qcow2-zlib", qemu("qcow2", "-c")},
 		{"qcow", qemu("qcow")},
@@ -71,17 +90,6 @@ func TestMountFormats(t *testing.T) {
 			runTool(t, dir, "split", "-d", "-a", "3", "--numeric-suffixes=1", "-b", "1M", raw, "disk.")
 			return filepath.Join(dir, "disk.001"), raw
 		}},
-	}
-	m := startMount(t)
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			img, oracle := c.make(t, t.TempDir())
-			p := m.attach(t, img, c.name)
-			runTool(t, "", "cmp", oracle, p)
-			if err := os.Remove(p); err != nil {
-				t.Fatal(err)
-			}
-		})
 	}
 }
 

@@ -3,11 +3,11 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -30,6 +30,7 @@ type filesys struct {
 	readOnly   bool   // --read-only: no image is ever opened for writing
 	overlayDir string // --overlay: writes go to DIR/NAME.qcow2, never to images
 	adminUID   uint32 // besides root, the only user who may change the tree
+	guard      mountGuard
 
 	mu    sync.Mutex
 	nodes map[node]fusefs.Node
@@ -37,7 +38,22 @@ type filesys struct {
 
 // newFilesys serves t; the server is set once the mount exists.
 func newFilesys(t *tree, attachOpts formats.Options, readOnly bool, overlayDir string, adminUID uint32) *filesys {
-	return &filesys{t: t, attachOpts: attachOpts, readOnly: readOnly, overlayDir: overlayDir, adminUID: adminUID, nodes: map[node]fusefs.Node{}}
+	fsys := &filesys{t: t, attachOpts: attachOpts, readOnly: readOnly, overlayDir: overlayDir, adminUID: adminUID, nodes: map[node]fusefs.Node{}}
+	fsys.attachOpts.CheckPath = func(p string) error { return fsys.guard.check(p) }
+	return fsys
+}
+
+// guardMount tells the file system where it is about to be mounted, so
+// that no path inside is ever looked up (see mountGuard). Called before
+// mounting: the mount point's own symlinks are resolved while that is
+// still safe.
+func (fsys *filesys) guardMount(mountpoint string) error {
+	dir, err := filepath.EvalSymlinks(mountpoint)
+	if err != nil {
+		return fmt.Errorf("mount point: %w", err)
+	}
+	fsys.guard.dir = dir
+	return nil
 }
 
 var (
@@ -160,6 +176,12 @@ func (fsys *filesys) mayModify(h fuse.Header) error {
 		return nil
 	}
 	return fuse.Errno(syscall.EACCES)
+}
+
+// mayInspect allows the status file and the xattrs, which name image
+// paths, only to root and the mounting user.
+func (fsys *filesys) mayInspect(h fuse.Header) bool {
+	return h.Uid == 0 || h.Uid == fsys.adminUID
 }
 
 func (fsys *filesys) fillAttr(a *fuse.Attr, ino uint64, mode os.FileMode) {
@@ -291,11 +313,7 @@ func (n *fsDir) Symlink(ctx context.Context, req *fuse.SymlinkRequest) (fusefs.N
 		target = filepath.Join(cwd, target)
 	}
 	target = filepath.Clean(target)
-	if err := callerMayRead(target, req.Header); err != nil {
-		n.fsys.attachFailed(req.NewName, target, err)
-		return nil, toErrno(err)
-	}
-	f, err := n.fsys.attach(n.d, req.NewName, target)
+	f, err := n.fsys.attachAs(callerOf(req.Header), n.d, req.NewName, target)
 	if err != nil {
 		return nil, toErrno(err)
 	}
@@ -314,20 +332,39 @@ func (n *fsDir) Symlink(ctx context.Context, req *fuse.SymlinkRequest) (fusefs.N
 	return stand, nil
 }
 
-// attach opens target and adds it to d as name; failures are logged with
-// the full reason and kept for the status file.
+// callerOf is the process a request comes from.
+func callerOf(h fuse.Header) caller { return caller{uid: h.Uid, gid: h.Gid, pid: h.Pid} }
+
+// attach attaches target for the daemon itself (images named on the
+// command line).
 func (fsys *filesys) attach(d *dir, name, target string) (*flatFile, error) {
-	st, err := os.Stat(target)
-	if err == nil && st.IsDir() && !isBundleDir(target) {
-		err = &os.PathError{Op: "attach", Path: target, Err: syscall.EISDIR}
-	}
+	return fsys.attachAs(daemon(), d, name, target)
+}
+
+// attachAs opens target with c's rights and adds it to d as name;
+// failures are logged with the full reason and kept for the status file.
+func (fsys *filesys) attachAs(c caller, d *dir, name, target string) (*flatFile, error) {
 	var img *image
-	if err == nil {
+	err := asCaller(c, fsys.guard, func() error {
+		if err := fsys.guard.check(target); err != nil {
+			return err
+		}
+		st, err := os.Stat(target)
+		if err != nil {
+			return err
+		}
+		if st.IsDir() && !isBundleDir(target) {
+			return &os.PathError{Op: "attach", Path: target, Err: syscall.EISDIR}
+		}
 		var overlay string
 		if fsys.overlayDir != "" {
 			overlay = filepath.Join(fsys.overlayDir, name+".qcow2")
 		}
-		img, err = openImage(target, fsys.attachOpts, fsys.readOnly, overlay)
+		img, err = openImage(target, fsys.attachOpts, fsys.readOnly, overlay, c.uid)
+		return err
+	})
+	if err == nil {
+		img.owner, img.guard = c, fsys.guard
 	}
 	if err != nil {
 		fsys.attachFailed(name, target, err)
@@ -347,7 +384,7 @@ func (fsys *filesys) attach(d *dir, name, target string) (*flatFile, error) {
 		mode = "writes go to " + img.overlay
 	}
 	log.Printf("attached %s: %s (%s, %d bytes, %s)", name, target, strings.TrimSpace(info.Format+" "+info.Variant), img.Size(), mode)
-	for _, w := range info.Warnings {
+	for _, w := range append(info.Warnings, img.warnings...) {
 		log.Printf("attached %s: warning: %s", name, w)
 	}
 	fsys.showPartitions(f, name)
@@ -430,6 +467,7 @@ func (n *fsFile) keepCache(write bool) bool {
 func (n *fsFile) Attr(ctx context.Context, a *fuse.Attr) error {
 	n.fsys.fillAttr(a, n.ino, os.FileMode(n.f.mode()))
 	img := n.f.img
+	a.Uid, a.Gid, _ = img.owners()
 	mtime, blocks := img.attrs()
 	a.Size = uint64(n.size)
 	if n.size == img.Size() {
@@ -452,10 +490,12 @@ func (n *fsFile) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.Ope
 		return nil, toErrno(err)
 	}
 	if write {
-		if err := n.f.img.beginWrite(); err != nil {
+		if err := n.f.img.beginWrite(callerOf(req.Header)); err != nil {
 			n.fsys.closeImage(n.f.release(true))
 			if !errors.Is(err, syscall.EROFS) {
 				log.Printf("%s: opening for writing: %v", n.f.img.path, err)
+				name, _ := n.fsys.t.partitionDirName(n.f)
+				n.fsys.t.recordError(name, n.f.img.path, fmt.Errorf("opening for writing: %w", err))
 			}
 			return nil, toErrno(err)
 		}
@@ -495,6 +535,9 @@ const (
 )
 
 func (n *fsFile) Getxattr(ctx context.Context, req *fuse.GetxattrRequest, resp *fuse.GetxattrResponse) error {
+	if !n.fsys.mayInspect(req.Header) {
+		return fuse.ErrNoXattr
+	}
 	switch req.Name {
 	case xattrImage:
 		resp.Xattr = []byte(n.f.img.path)
@@ -512,6 +555,9 @@ func (n *fsFile) Getxattr(ctx context.Context, req *fuse.GetxattrRequest, resp *
 }
 
 func (n *fsFile) Listxattr(ctx context.Context, req *fuse.ListxattrRequest, resp *fuse.ListxattrResponse) error {
+	if !n.fsys.mayInspect(req.Header) {
+		return nil
+	}
 	resp.Append(xattrImage, xattrFormat)
 	return nil
 }
@@ -605,7 +651,10 @@ type fsStatus struct {
 }
 
 func (n *fsStatus) Attr(ctx context.Context, a *fuse.Attr) error {
-	n.fsys.fillAttr(a, n.s.ino, 0o444)
+	// The status file names every image: only root and the mounting
+	// user may read it, whoever the tree's directories show as owner.
+	n.fsys.fillAttr(a, n.s.ino, 0o400)
+	a.Uid = n.fsys.adminUID
 	a.Size = uint64(len(n.fsys.t.statusText()))
 	a.Mtime = time.Now()
 	a.Valid = 0
@@ -613,7 +662,7 @@ func (n *fsStatus) Attr(ctx context.Context, a *fuse.Attr) error {
 }
 
 func (n *fsStatus) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.OpenResponse) (fusefs.Handle, error) {
-	if !req.Flags.IsReadOnly() {
+	if !req.Flags.IsReadOnly() || !n.fsys.mayInspect(req.Header) {
 		return nil, fuse.Errno(syscall.EACCES)
 	}
 	// Content changes from one open to the next and differs from the
@@ -627,45 +676,4 @@ type statusHandle struct{ data []byte }
 func (h *statusHandle) Read(ctx context.Context, req *fuse.ReadRequest, resp *fuse.ReadResponse) error {
 	fuseutil.HandleRead(req, resp, h.data)
 	return nil
-}
-
-// callerMayRead checks that the process making a request could itself
-// read target, since the daemon opens it with its own (often root's)
-// rights: search permission on every directory above it and read
-// permission on the file.
-func callerMayRead(target string, h fuse.Header) error {
-	if h.Uid == 0 {
-		return nil
-	}
-	groups := append(callerGroups(h.Pid), h.Gid)
-	allowed := func(p string, bit uint32) error {
-		st, err := os.Stat(p)
-		if err != nil {
-			return err
-		}
-		sys, ok := st.Sys().(*syscall.Stat_t)
-		if !ok {
-			return nil
-		}
-		perm := uint32(st.Mode().Perm())
-		switch {
-		case sys.Uid == h.Uid:
-			perm >>= 6
-		case slices.Contains(groups, sys.Gid):
-			perm >>= 3
-		}
-		if perm&bit == 0 {
-			return &os.PathError{Op: "attach", Path: p, Err: syscall.EACCES}
-		}
-		return nil
-	}
-	for d := filepath.Dir(target); ; d = filepath.Dir(d) {
-		if err := allowed(d, 1); err != nil {
-			return err
-		}
-		if d == "/" || d == "." {
-			break
-		}
-	}
-	return allowed(target, 4)
 }

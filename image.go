@@ -23,20 +23,30 @@ type image struct {
 	opts     formats.Options
 	writable bool // format, variant, files and --read-only allow writing
 	size     int64
+	owner    caller     // who attached it: read-only reopens are done with their rights
+	guard    mountGuard // where the mount is, so no reopen looks inside it
+	files    []fileID   // every file of the chain
+	written  []fileID   // the files a writer writes (none with an overlay)
+	warnings []string   // found at attach, besides the format's own
 
 	mu     sync.RWMutex // readers hold it shared across I/O; only the reopen takes it exclusively
 	disk   formats.Disk
 	info   formats.Info
 	mtime  time.Time
 	blocks int64 // 512-byte blocks of real allocation
+	uid    uint32
+	gid    uint32
+	perm   uint32 // the image file's owner, group and permission bits
 
 	writeLocks rangeLock
+	qemuLocks  *imageLocks // held while open for writing
 }
 
-// openImage opens path read-only with its whole chain. With an overlay
-// path, writes will go to that qcow2 file, made at the first write-open;
-// an overlay that exists already is resumed if it is backed by path.
-func openImage(path string, opts formats.Options, readOnly bool, overlay string) (*image, error) {
+// openImage opens path read-only with its whole chain, for user uid.
+// With an overlay path, writes will go to that qcow2 file, made at the
+// first write-open; an overlay that exists already is resumed if it is
+// backed by path.
+func openImage(path string, opts formats.Options, readOnly bool, overlay string, uid uint32) (*image, error) {
 	opts.ReadOnly = true
 	im := &image{path: path, overlay: overlay, opts: opts}
 	d, err := formats.Open(path, opts)
@@ -58,10 +68,56 @@ func openImage(path string, opts formats.Options, readOnly bool, overlay string)
 	} else {
 		im.writable = !readOnly && formats.CanWrite(d) && filesWritable(info.Files)
 	}
+	im.identify(uid)
 	if !complete {
 		time.AfterFunc(allocCountDelay, func() { im.completeInfo(d) })
 	}
 	return im, nil
+}
+
+// identify records the device and inode of every file of the chain, for
+// the one-writer rule across attachments, and warns about files whose
+// access time uid's reads may change and files another process writes.
+func (im *image) identify(uid uint32) {
+	for level := &im.info; level != nil; level = level.Parent {
+		for _, p := range level.Files {
+			id, ok := fileIDOf(p)
+			if !ok {
+				continue
+			}
+			im.files = append(im.files, id)
+			if level == &im.info && im.overlay == "" {
+				im.written = append(im.written, id)
+			}
+		}
+	}
+	im.warnings = append(im.warnings, atimeWarnings(&im.info, uid)...)
+	for _, p := range im.info.Files {
+		if foreignWriter(p) {
+			im.warnings = append(im.warnings, fmt.Sprintf("%s is open for writing by another process (it holds qemu's write lock): what is read may change meanwhile", p))
+		}
+	}
+}
+
+func fileIDOf(p string) (fileID, bool) {
+	st, err := os.Stat(p)
+	if err != nil {
+		return fileID{}, false
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fileID{}, false
+	}
+	return fileID{dev: uint64(sys.Dev), ino: uint64(sys.Ino)}, true
+}
+
+// writtenFiles are the paths a writer writes: the overlay, or the top
+// image's files.
+func (im *image) writtenFiles() []string {
+	if im.overlay != "" {
+		return []string{im.overlay}
+	}
+	return im.Info().Files
 }
 
 func (im *image) overlayExists() bool {
@@ -153,6 +209,10 @@ func (im *image) setInfo(info formats.Info) {
 		}
 		if i == 0 {
 			im.mtime = st.ModTime()
+			im.perm = uint32(st.Mode().Perm())
+			if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+				im.uid, im.gid = sys.Uid, sys.Gid
+			}
 		}
 		if sys, ok := st.Sys().(*syscall.Stat_t); ok {
 			blocks += int64(sys.Blocks)
@@ -170,6 +230,14 @@ func (im *image) Info() formats.Info {
 	im.mu.RLock()
 	defer im.mu.RUnlock()
 	return im.info
+}
+
+// owners is the image file's owner, group and permission bits, which
+// the flattened file shows.
+func (im *image) owners() (uid, gid, perm uint32) {
+	im.mu.RLock()
+	defer im.mu.RUnlock()
+	return im.uid, im.gid, im.perm
 }
 
 func (im *image) attrs() (mtime time.Time, blocks int64) {
@@ -218,30 +286,53 @@ func (im *image) Flush() error {
 	return im.disk.Flush()
 }
 
-// beginWrite reopens the image read-write. The caller guarantees no other
-// handle is open.
-func (im *image) beginWrite() error {
+// caller is whom a request comes from: files opened for it are opened
+// with its rights (see asCaller).
+type caller struct{ uid, gid, pid uint32 }
+
+// daemon is the daemon itself, attaching the images of its command line.
+func daemon() caller {
+	return caller{uid: uint32(os.Geteuid()), gid: uint32(os.Getegid()), pid: uint32(os.Getpid())}
+}
+
+// beginWrite reopens the image read-write with the rights of c, the
+// process opening the flattened file for writing: only what c may write
+// is written. The caller guarantees no other handle is open.
+func (im *image) beginWrite(c caller) error {
 	if !im.writable {
 		return syscall.EROFS
 	}
-	if im.overlay != "" && !im.overlayExists() {
-		format := formats.QemuFormatName(im.Info().Format)
-		if err := formats.CreateOverlay(im.overlay, im.path, format, im.size); err != nil {
-			return fmt.Errorf("creating overlay: %w", err)
+	var d formats.Disk
+	var locks *imageLocks
+	err := asCaller(c, im.guard, func() error {
+		if im.overlay != "" && !im.overlayExists() {
+			format := formats.QemuFormatName(im.Info().Format)
+			if err := formats.CreateOverlay(im.overlay, im.path, format, im.size); err != nil {
+				return fmt.Errorf("creating overlay: %w", err)
+			}
+			log.Printf("%s: writes go to the new overlay %s", im.path, im.overlay)
 		}
-		log.Printf("%s: writes go to the new overlay %s", im.path, im.overlay)
-	}
-	d, err := im.openTarget(false)
+		var err error
+		if locks, err = lockForWriting(im.writtenFiles()); err != nil {
+			return err
+		}
+		if d, err = im.openTarget(false); err != nil {
+			locks.release()
+		}
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("reopening read-write: %w", err)
 	}
 	if d.Size() != im.size {
 		d.Close()
+		locks.release()
 		return fmt.Errorf("reopening read-write: size changed from %d to %d: %w", im.size, d.Size(), formats.ErrCorrupt)
 	}
 	im.mu.Lock()
 	old := im.disk
 	im.disk = d
+	im.qemuLocks = locks
 	im.refresh()
 	im.mu.Unlock()
 	return old.Close()
@@ -253,7 +344,14 @@ func (im *image) endWrite() error {
 	im.mu.Lock()
 	defer im.mu.Unlock()
 	ferr := im.disk.Close()
-	d, err := im.openTarget(true)
+	im.qemuLocks.release()
+	im.qemuLocks = nil
+	var d formats.Disk
+	err := asCaller(im.owner, im.guard, func() error {
+		var err error
+		d, err = im.openTarget(true)
+		return err
+	})
 	if err != nil {
 		// Keep serving nothing rather than a closed disk: reads fail with EIO.
 		im.disk = brokenDisk{size: im.size, err: err}
@@ -268,6 +366,8 @@ func (im *image) Close() error {
 	im.mu.Lock()
 	defer im.mu.Unlock()
 	err := im.disk.Close()
+	im.qemuLocks.release()
+	im.qemuLocks = nil
 	im.disk = brokenDisk{size: im.size, err: os.ErrClosed}
 	return err
 }

@@ -45,6 +45,7 @@ func describe(path string, opts formats.Options) (*imageReport, error) {
 		}
 	}
 	r.Writable = formats.CanWrite(d) && filesWritable(info.Files)
+	r.Info.Warnings = append(r.Info.Warnings, atimeWarnings(&info, uint32(os.Geteuid()))...)
 	parts, err := formats.Partitions(d)
 	if err != nil {
 		r.PartError = err.Error()
@@ -64,7 +65,7 @@ func infoCommand(c *cli.Context) error {
 	for _, p := range c.Args().Slice() {
 		r, err := describe(p, imageOptions(c))
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "vdflat: %s: %v\n", p, err)
+			fmt.Fprintf(os.Stderr, "vdflat: %s\n", escapeText(p+": "+err.Error()))
 			failed = true
 			continue
 		}
@@ -96,7 +97,7 @@ func sizeString(n int64) string {
 
 func printReport(w io.Writer, r *imageReport) {
 	tw := tabwriter.NewWriter(w, 0, 4, 1, ' ', 0)
-	line := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
+	line := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", escapeText(k), escapeText(v)) }
 	line("image", r.Path)
 	format := r.Format
 	if r.Variant != "" {
@@ -143,7 +144,7 @@ func printReport(w io.Writer, r *imageReport) {
 	}
 	tw.Flush()
 	if r.PartError != "" {
-		fmt.Fprintf(w, "partitions: %s\n", r.PartError)
+		fmt.Fprintf(w, "partitions: %s\n", escapeText(r.PartError))
 	}
 	if len(r.Partitions) > 0 {
 		fmt.Fprintf(w, "partitions (%s):\n", r.Partitions[0].Scheme)
@@ -154,7 +155,7 @@ func printReport(w io.Writer, r *imageReport) {
 			if p.TypeName != "" {
 				typ += " " + p.TypeName
 			}
-			fmt.Fprintf(tw, "  %d\t%s\t%d\t%s\t%s\n", p.Number, typ, p.Start, humanize.IBytes(uint64(p.Size)), p.Name)
+			fmt.Fprintf(tw, "  %d\t%s\t%d\t%s\t%s\n", p.Number, typ, p.Start, humanize.IBytes(uint64(p.Size)), escapeText(p.Name))
 		}
 		tw.Flush()
 	}

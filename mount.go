@@ -243,6 +243,7 @@ func serve(cfg *mountConfig, notify *os.File) error {
 	if err := setupLogging(cfg, notify != nil); err != nil {
 		return err
 	}
+	log.SetOutput(escapeLines(log.Writer()))
 	if os.Getenv("GOGC") == "" && os.Getenv("GOMEMLIMIT") == "" {
 		go paceCollector()
 	}
@@ -296,6 +297,9 @@ func serve(cfg *mountConfig, notify *os.File) error {
 	}
 	if cfg.roMount {
 		opts = append(opts, fuse.ReadOnly())
+	}
+	if err := fsys.guardMount(cfg.mountpoint); err != nil {
+		return err
 	}
 	conn, err := fuse.Mount(cfg.mountpoint, opts...)
 	if err != nil {

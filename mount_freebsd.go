@@ -28,3 +28,6 @@ func lazyUnmount(mountpoint string) error {
 // raiseReadahead is Linux-only: FreeBSD's fusefs reads ahead by its own
 // rules.
 func raiseReadahead(mountpoint string, kib int) error { return nil }
+
+// mountDev is unknown on FreeBSD: only the mount point's path guards it.
+func mountDev(mountpoint string) (uint64, bool) { return 0, false }

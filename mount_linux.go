@@ -75,10 +75,12 @@ func raiseReadahead(mountpoint string, kib int) error {
 }
 
 // mountDevice returns the "major:minor" of the FUSE mount at mountpoint
-// (the topmost, if mounts are stacked) from /proc/self/mountinfo: a stat
+// (the topmost, if mounts are stacked) from the mountinfo file: a stat
 // of the mount point would ask this daemon, which is not serving yet.
 func mountDevice(mountpoint string) (string, error) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	// thread-self, not self: self is the main thread's view, and the main
+	// thread may be one that asCaller moved to a namespace of its own.
+	b, err := os.ReadFile("/proc/thread-self/mountinfo")
 	if err != nil {
 		return "", err
 	}
@@ -95,7 +97,7 @@ func mountDevice(mountpoint string) (string, error) {
 		}
 	}
 	if dev == "" {
-		return "", fmt.Errorf("%s is not in /proc/self/mountinfo", mountpoint)
+		return "", fmt.Errorf("%s is not in /proc/thread-self/mountinfo", mountpoint)
 	}
 	return dev, nil
 }
@@ -115,4 +117,19 @@ func unescapeMountinfo(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
+}
+
+// mountDev is the device number of the mount at mountpoint, read from
+// /proc/self/mountinfo rather than by a stat that the mount would serve.
+func mountDev(mountpoint string) (uint64, bool) {
+	s, err := mountDevice(mountpoint)
+	if err != nil {
+		return 0, false
+	}
+	var major, minor uint64
+	if _, err := fmt.Sscanf(s, "%d:%d", &major, &minor); err != nil {
+		return 0, false
+	}
+	// The kernel's encoding of dev_t for user space (new_encode_dev).
+	return (major&0xfff)<<8 | (major&^0xfff)<<32 | minor&0xff | (minor&^0xff)<<12, true
 }

@@ -648,9 +648,7 @@ func TestMountPermissions(t *testing.T) {
 	os.WriteFile(secret, make([]byte, 4096), 0o600)
 	m := startMount(t, "-o", "allow_other,uid=65534,gid=65534")
 	as := func(uid string, args ...string) error {
-		cmd := exec.Command("setpriv", append([]string{"--reuid=" + uid, "--regid=" + uid, "--clear-groups"}, args...)...)
-		out, err := cmd.CombinedOutput()
-		if err != nil {
+		if out, err := as(uid, args...); err != nil {
 			return fmt.Errorf("%v: %s", err, out)
 		}
 		return nil

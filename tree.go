@@ -38,6 +38,8 @@ type tree struct {
 	started    time.Time
 	version    string // the program's, shown in the status file
 
+	open openFiles // handles by file identity, across attachments
+
 	mu      sync.Mutex
 	nextIno uint64
 	root    *dir
@@ -67,6 +69,7 @@ type flatFile struct {
 	ino      uint64
 	img      *image
 	attached time.Time
+	handles  *openFiles // the tree's, or nil (tests of one file)
 
 	mu       sync.Mutex // guards the fields below, never held across I/O
 	readers  int
@@ -285,7 +288,7 @@ func (t *tree) attach(d *dir, name string, img *image) (*flatFile, error) {
 	if _, ok := d.entries[name]; ok {
 		return nil, syscall.EEXIST
 	}
-	f := &flatFile{ino: t.allocIno(), img: img, attached: time.Now()}
+	f := &flatFile{ino: t.allocIno(), img: img, attached: time.Now(), handles: &t.open}
 	d.entries[name] = f
 	d.mtime = time.Now()
 	return f, nil
@@ -412,13 +415,17 @@ func (f *flatFile) open(write bool, max int) error {
 		return syscall.EROFS
 	case write && (f.readers > 0 || f.writers > 0):
 		return syscall.ETXTBSY
-	case write:
-		f.writers++
-	case f.writers > 0:
+	case !write && f.writers > 0:
 		return syscall.ETXTBSY
-	case f.readers >= max:
+	case !write && f.readers >= max:
 		return syscall.EMLINK
-	default:
+	}
+	if err := f.handles.acquire(f.img, write); err != nil {
+		return err
+	}
+	if write {
+		f.writers++
+	} else {
 		f.readers++
 	}
 	return nil
@@ -454,6 +461,7 @@ func (f *flatFile) openWait(write bool, max int, wait time.Duration) error {
 func (f *flatFile) release(write bool) *image {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.handles.release(f.img, write)
 	if write {
 		f.writers--
 		f.writes++
@@ -483,12 +491,17 @@ func (f *flatFile) counts() (readers, writers int) {
 	return f.readers, f.writers
 }
 
-// mode is 0644 for a writable image, 0444 otherwise.
+// mode is the image file's permissions, without execute bits, and
+// without write bits where the image cannot be written: with
+// allow_other, the kernel then grants exactly the access the image file
+// grants.
 func (f *flatFile) mode() uint32 {
-	if f.img.writable {
-		return 0o644
+	_, _, perm := f.img.owners()
+	perm &= 0o666
+	if !f.img.writable {
+		perm &= 0o444
 	}
-	return 0o444
+	return perm
 }
 
 // attachedFiles walks the tree and returns every flattened file by path.
@@ -557,15 +570,15 @@ func (t *tree) statusText() []byte {
 			if !f.img.writable {
 				mode = "ro"
 			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%d\t%d\t%s\n", n, format, humanize.IBytes(uint64(f.img.Size())), f.img.Size(), mode, r, wr, f.img.path)
+			fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%d\t%d\t%s\n", escapeText(n), format, humanize.IBytes(uint64(f.img.Size())), f.img.Size(), mode, r, wr, escapeText(f.img.path))
 			for p := info.Parent; p != nil; p = p.Parent {
-				fmt.Fprintf(w, "\t  parent\t%s\t\t\t\t\t%s\n", p.Format, p.Path)
+				fmt.Fprintf(w, "\t  parent\t%s\t\t\t\t\t%s\n", p.Format, escapeText(p.Path))
 			}
 		}
 		w.Flush()
 		for _, n := range names {
-			for _, warn := range files[n].img.Info().Warnings {
-				fmt.Fprintf(&b, "warning: %s: %s\n", n, warn)
+			for _, warn := range append(files[n].img.Info().Warnings, files[n].img.warnings...) {
+				fmt.Fprintf(&b, "warning: %s: %s\n", escapeText(n), escapeText(warn))
 			}
 		}
 	}
@@ -575,8 +588,75 @@ func (t *tree) statusText() []byte {
 	if len(errs) > 0 {
 		fmt.Fprintf(&b, "\nrecent errors (newest last):\n")
 		for _, e := range errs {
-			fmt.Fprintf(&b, "%s  %s -> %s: %v\n", e.when.Format(time.RFC3339), e.name, e.target, e.err)
+			fmt.Fprintf(&b, "%s  %s -> %s: %s\n", e.when.Format(time.RFC3339), escapeText(e.name), escapeText(e.target), escapeText(e.err.Error()))
 		}
 	}
 	return b.Bytes()
+}
+
+// fileID identifies a file whatever its name: two attachments of one
+// image, under two names or through two paths, share their fileIDs.
+type fileID struct{ dev, ino uint64 }
+
+// openFiles counts the handles open on each file, across every
+// attachment of the tree: one writer per file, and no writer while
+// anyone reads it.
+type openFiles struct {
+	mu      sync.Mutex
+	readers map[fileID]int // handles reading the file (writers read too)
+	writers map[fileID]int
+}
+
+// acquire counts one handle on img's files, or fails with ETXTBSY: a
+// writer needs the files it writes unused by any other handle, a reader
+// needs every file of its chain unwritten.
+func (o *openFiles) acquire(img *image, write bool) error {
+	if o == nil {
+		return nil
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.readers == nil {
+		o.readers, o.writers = map[fileID]int{}, map[fileID]int{}
+	}
+	for _, id := range img.files {
+		if o.writers[id] > 0 {
+			return syscall.ETXTBSY
+		}
+	}
+	if write {
+		for _, id := range img.written {
+			if o.readers[id] > 0 {
+				return syscall.ETXTBSY
+			}
+		}
+		for _, id := range img.written {
+			o.writers[id]++
+		}
+	}
+	for _, id := range img.files {
+		o.readers[id]++
+	}
+	return nil
+}
+
+// release undoes one acquire.
+func (o *openFiles) release(img *image, write bool) {
+	if o == nil {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if write {
+		for _, id := range img.written {
+			if o.writers[id]--; o.writers[id] <= 0 {
+				delete(o.writers, id)
+			}
+		}
+	}
+	for _, id := range img.files {
+		if o.readers[id]--; o.readers[id] <= 0 {
+			delete(o.readers, id)
+		}
+	}
 }

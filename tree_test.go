@@ -14,7 +14,7 @@ import (
 
 // testImage is an image backed by an in-memory disk.
 func testImage(writable bool) *image {
-	return &image{path: "/mem", disk: newMemDisk(4096), size: 4096, writable: writable}
+	return &image{path: "/mem", disk: newMemDisk(4096), size: 4096, writable: writable, perm: 0o640}
 }
 
 func TestTreeReaderWriterRules(t *testing.T) {
@@ -59,8 +59,8 @@ func TestTreeReadOnlyImage(t *testing.T) {
 	if err := f.open(false, 10); err != nil {
 		t.Fatalf("read-open of a read-only image: %v", err)
 	}
-	if f.mode() != 0o444 {
-		t.Fatalf("mode %o, want 0444", f.mode())
+	if f.mode() != 0o440 {
+		t.Fatalf("mode %o, want 0440: the image file's 0640 without writing", f.mode())
 	}
 }
 
@@ -264,5 +264,50 @@ func TestTreePartitions(t *testing.T) {
 	}
 	if _, ok := tr.lookup(pdir.(*dir), "disk"); ok {
 		t.Fatal("partitions stay after detach")
+	}
+}
+
+// Two attachments of files that are one file on disk (same device and
+// inode) share one writer, and a base shared by two children may be
+// read while either child is written.
+func TestTreeOneWriterPerFile(t *testing.T) {
+	tr := newTree(0, 0, 10)
+	d := tr.flattened()
+	top, base, other := fileID{1, 10}, fileID{1, 11}, fileID{1, 12}
+	image := func(written, all []fileID) *image {
+		im := testImage(true)
+		im.written, im.files = written, all
+		return im
+	}
+	a, _ := tr.attach(d, "a", image([]fileID{top}, []fileID{top, base}))
+	b, _ := tr.attach(d, "b", image([]fileID{top}, []fileID{top, base})) // a under another name
+	c, _ := tr.attach(d, "c", image([]fileID{other}, []fileID{other, base}))
+	if err := a.open(true, 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.open(true, 10); err != syscall.ETXTBSY {
+		t.Fatalf("second writer of one file: %v, want ETXTBSY", err)
+	}
+	if err := b.open(false, 10); err != syscall.ETXTBSY {
+		t.Fatalf("reader of a file being written: %v, want ETXTBSY", err)
+	}
+	if err := c.open(true, 10); err != nil {
+		t.Fatalf("writer of another child of the same base: %v", err)
+	}
+	c.release(true)
+	a.release(true)
+	if err := b.open(false, 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.open(true, 10); err != syscall.ETXTBSY {
+		t.Fatalf("writer while the other name reads: %v, want ETXTBSY", err)
+	}
+	if err := a.open(false, 10); err != nil {
+		t.Fatalf("two readers through two names: %v", err)
+	}
+	a.release(false)
+	b.release(false)
+	if err := b.open(true, 10); err != nil {
+		t.Fatalf("writer after every handle closed: %v", err)
 	}
 }

@@ -70,7 +70,7 @@ func affProbe(pd *ProbeData) bool {
 	if pd.IsDir {
 		// An AFD directory of AFF files.
 		b := make([]byte, len(affMagic))
-		f, err := os.Open(filepath.Join(pd.Path, affAFDMember))
+		f, err := OpenImageFile(filepath.Join(pd.Path, affAFDMember), false)
 		if err != nil {
 			return false
 		}
@@ -131,7 +131,7 @@ func affOpen(path string, opt Options) (Disk, error) {
 		}
 	}
 	for _, p := range paths {
-		f, err := os.Open(p)
+		f, err := OpenImageFile(p, false)
 		if err != nil {
 			d.Close()
 			return nil, err

@@ -167,7 +167,7 @@ type dmgBlkx struct {
 }
 
 func dmgOpen(path string, opt Options) (Disk, error) {
-	f, err := os.Open(path) // the format is read-only whatever opt says
+	f, err := OpenImageFile(path, false) // the format is read-only whatever opt says
 	if err != nil {
 		return nil, err
 	}

@@ -347,7 +347,7 @@ func (d *ewfDisk) open() error {
 
 // openSegment opens segment n and walks its section descriptors.
 func (d *ewfDisk) openSegment(p string, n int) (*ewfSegment, error) {
-	f, err := os.Open(p)
+	f, err := OpenImageFile(p, false)
 	if err != nil {
 		if n > 1 && errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("ewf: %s: missing segment %d %s: %w", d.path, n, p, err)

@@ -109,6 +109,10 @@ type Options struct {
 	// Strict refuses soft inconsistencies (such as a VMDK parent CID
 	// mismatch) that are otherwise only reported in Info().Warnings.
 	Strict bool
+	// CheckPath, when set, is asked about every image and parent path
+	// before Open looks at it; an error refuses the path. (A FUSE mount
+	// uses it to refuse paths inside itself.)
+	CheckPath func(path string) error
 
 	depth int // parent chain depth, to stop loops
 }
@@ -216,6 +220,11 @@ func Open(path string, opt Options) (Disk, error) {
 	if opt.depth > MaxChainDepth {
 		return nil, corruptf("chain", path, -1, "parent chain deeper than %d images (a loop?)", MaxChainDepth)
 	}
+	if opt.CheckPath != nil {
+		if err := opt.CheckPath(path); err != nil {
+			return nil, err
+		}
+	}
 	pd, err := readProbe(path)
 	if err != nil {
 		return nil, err
@@ -254,7 +263,7 @@ func readProbe(path string) (*ProbeData, error) {
 	if pd.IsDir || !st.Mode().IsRegular() && st.Mode()&os.ModeDevice == 0 {
 		return pd, nil
 	}
-	f, err := os.Open(path)
+	f, err := OpenImageFile(path, false)
 	if err != nil {
 		return nil, err
 	}
@@ -302,10 +311,7 @@ func openParent(child, ref string, opt Options) (Disk, error) {
 
 // openFile opens one file of an image, read-write unless readOnly.
 func openFile(path string, readOnly bool) (*os.File, error) {
-	if readOnly {
-		return os.Open(path)
-	}
-	return os.OpenFile(path, os.O_RDWR, 0)
+	return OpenImageFile(path, !readOnly)
 }
 
 // checkIO validates a ReadAt/WriteAt request against the contract.

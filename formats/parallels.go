@@ -65,7 +65,7 @@ func parallelsOpen(path string, opt Options) (Disk, error) {
 		return parallelsOpenBundle(filepath.Join(path, parallelsXMLName), opt)
 	}
 	head := make([]byte, 4096)
-	f, err := os.Open(path)
+	f, err := OpenImageFile(path, false)
 	if err != nil {
 		return nil, err
 	}
@@ -641,7 +641,7 @@ func (b *parallelsBundle) Info() Info {
 }
 
 func parallelsOpenBundle(xmlPath string, opt Options) (Disk, error) {
-	f, err := os.Open(xmlPath)
+	f, err := OpenImageFile(xmlPath, false)
 	if err != nil {
 		return nil, err
 	}

@@ -160,7 +160,7 @@ func qcow2Probe(pd *ProbeData) bool {
 }
 
 func qcow2Open(path string, opt Options) (Disk, error) {
-	f, err := os.Open(path)
+	f, err := OpenImageFile(path, false)
 	if err != nil {
 		return nil, err
 	}
@@ -366,7 +366,7 @@ func (d *qcow2Disk) open(opt Options) error {
 	}
 	if !d.readOnly {
 		// Reopen read-write only now that the header allows it.
-		rw, err := os.OpenFile(d.path, os.O_RDWR, 0)
+		rw, err := OpenImageFile(d.path, true)
 		if err != nil {
 			return err
 		}

@@ -377,7 +377,7 @@ func vdiSearchDirs(child string, extra []string) []string {
 // modification UUID is wantMod, and returns the path and modification
 // UUID of the file chosen.
 func vdiFindInDir(dir string, want, wantMod vdiUUID, self os.FileInfo) (string, vdiUUID, bool) {
-	df, err := os.Open(dir)
+	df, err := OpenImageFile(dir, false)
 	if err != nil {
 		return "", vdiUUID{}, false
 	}
@@ -419,7 +419,7 @@ func vdiFindInDir(dir string, want, wantMod vdiUUID, self os.FileInfo) (string, 
 
 // vdiPeekUUIDs reads the image and modification UUIDs of a VDI file.
 func vdiPeekUUIDs(path string) (uuid, mod vdiUUID, ok bool) {
-	f, err := os.Open(path)
+	f, err := OpenImageFile(path, false)
 	if err != nil {
 		return uuid, mod, false
 	}

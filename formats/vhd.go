@@ -591,7 +591,7 @@ func (d *vhdDisk) openParent(opt Options) error {
 // peekParent reads the footer of a candidate parent and compares its
 // UUID with the one the child records.
 func (d *vhdDisk) peekParent(full string) error {
-	f, err := os.Open(full)
+	f, err := OpenImageFile(full, false)
 	if err != nil {
 		return err
 	}

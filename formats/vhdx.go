@@ -285,7 +285,7 @@ var _ Mapper = (*vhdxDisk)(nil)
 func vhdxOpen(path string, opt Options) (Disk, error) {
 	// Read-only format: the file is always opened read-only, whatever
 	// opt.ReadOnly says, so nothing can ever be written to it.
-	f, err := os.Open(path)
+	f, err := OpenImageFile(path, false)
 	if err != nil {
 		return nil, err
 	}

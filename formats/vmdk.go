@@ -86,7 +86,7 @@ func (d *vmdkDisk) file(p string) (*os.File, error) {
 	if f, ok := d.files[p]; ok {
 		return f, nil
 	}
-	f, err := os.Open(p)
+	f, err := OpenImageFile(p, false)
 	if err != nil {
 		return nil, err
 	}
@@ -331,7 +331,7 @@ func (d *vmdkDisk) decideWritable(opt Options) error {
 		return nil
 	}
 	for name, old := range d.files {
-		f, err := os.OpenFile(name, os.O_RDWR, 0)
+		f, err := OpenImageFile(name, true)
 		if err != nil {
 			return fmt.Errorf("vmdk: %s: %w", d.path, err)
 		}

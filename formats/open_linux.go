@@ -1,0 +1,5 @@
+package formats
+
+import "syscall"
+
+const noatime = syscall.O_NOATIME
