@@ -100,6 +100,7 @@ type affMember struct {
 }
 
 type affDisk struct {
+	readOnlyFormat
 	path      string
 	members   []affMember
 	afd       bool
@@ -507,18 +508,15 @@ func affLZMAReader(src []byte, pageSize int64) (io.Reader, error) {
 func (d *affDisk) Size() int64 { return d.size }
 
 func (d *affDisk) ReadAt(p []byte, off int64) (int, error) {
-	if err := checkIO(p, off); err != nil {
+	n := len(p)
+	p, err := clampRead(p, off, d.size)
+	if err != nil {
 		return 0, err
 	}
-	n := len(p)
 	for len(p) > 0 {
-		if off >= d.size {
-			clear(p)
-			break
-		}
 		pn := off / d.pageSize
 		in := off % d.pageSize
-		c := min(int64(len(p)), d.pageSize-in, d.size-off)
+		c := min(int64(len(p)), d.pageSize-in)
 		b, err := d.decode(pn)
 		if err != nil {
 			return 0, err
@@ -561,15 +559,6 @@ func (d *affDisk) Map(off, length int64) (bool, int64, error) {
 	}
 	return true, min(end, d.size, off+length) - off, nil
 }
-
-func (d *affDisk) WriteAt(p []byte, off int64) (int, error) {
-	if err := checkIO(p, off); err != nil {
-		return 0, err
-	}
-	return 0, ErrReadOnly
-}
-
-func (d *affDisk) Flush() error { return nil }
 
 func (d *affDisk) Close() error {
 	var err error

@@ -1,6 +1,9 @@
 package formats
 
-// Helpers shared by the cluster-table formats (qcow, QED, Parallels, ...).
+// Rules shared by every format, kept here once: what a request past the
+// end does, what a hole reads as, how sizes round, what a read-only format
+// answers to a write. A format calls these and never another format's
+// helpers.
 
 import (
 	"encoding/binary"
@@ -67,15 +70,34 @@ func clampRead(p []byte, off, size int64) ([]byte, error) {
 	if err := checkIO(p, off); err != nil {
 		return nil, err
 	}
+	return cutRead(p, off, size), nil
+}
+
+// clampReadSectors is clampRead for formats that read whole sectors: the
+// part returned ends with the sector holding the disk's last byte, and
+// the caller clears what lies past size with clearPastEnd once it is read.
+func clampReadSectors(p []byte, off, size int64) ([]byte, error) {
+	return clampRead(p, off, roundUp(size, SectorSize))
+}
+
+// clearPastEnd clears the bytes of p (read at off) that lie past size.
+func clearPastEnd(p []byte, off, size int64) {
+	if tail := size - off; tail < int64(len(p)) {
+		clear(p[max(tail, 0):])
+	}
+}
+
+// cutRead clears the part of p (at off) past size and returns the rest.
+func cutRead(p []byte, off, size int64) []byte {
 	if off >= size {
 		clear(p)
-		return p[:0], nil
+		return p[:0]
 	}
 	if rem := size - off; int64(len(p)) > rem {
 		clear(p[rem:])
 		p = p[:rem]
 	}
-	return p, nil
+	return p
 }
 
 // clampWrite checks a WriteAt request on a disk of size bytes and returns
@@ -88,14 +110,52 @@ func clampWrite(p []byte, off, size int64, readOnly bool) ([]byte, error) {
 	if readOnly {
 		return nil, ErrReadOnly
 	}
+	return cutWrite(p, off, size), nil
+}
+
+// cutWrite returns the part of p (at off) inside a disk of size bytes.
+func cutWrite(p []byte, off, size int64) []byte {
 	if off >= size {
-		return p[:0], nil
+		return p[:0]
 	}
 	if rem := size - off; int64(len(p)) > rem {
 		p = p[:rem]
 	}
-	return p, nil
+	return p
 }
+
+// readParent fills p with what a level that does not hold the range at
+// off shows: the parent's bytes, or zeros where there is no parent or the
+// parent is shorter (qemu's rule for backing files, and every
+// differencing format's).
+func readParent(parent Disk, p []byte, off int64) error {
+	if parent == nil {
+		clear(p)
+		return nil
+	}
+	if p = cutRead(p, off, roundUp(parent.Size(), SectorSize)); len(p) == 0 {
+		return nil
+	}
+	_, err := parent.ReadAt(p, off)
+	return err
+}
+
+// readOnlyFormat gives a format that vdflat never writes its WriteAt and
+// Flush: a valid write is refused with ErrReadOnly, there is nothing to
+// flush.
+type readOnlyFormat struct{}
+
+func (readOnlyFormat) WriteAt(p []byte, off int64) (int, error) {
+	if err := checkIO(p, off); err != nil {
+		return 0, err
+	}
+	return 0, ErrReadOnly
+}
+
+func (readOnlyFormat) Flush() error { return nil }
+
+// roundUp rounds n up to a multiple of m.
+func roundUp(n, m int64) int64 { return (n + m - 1) / m * m }
 
 // readClusters fills p, which starts at virtual offset off, cluster by
 // cluster. lookup returns the file offset holding the bytes of chunk (the

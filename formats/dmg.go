@@ -112,6 +112,7 @@ type dmgChunk struct {
 func (c *dmgChunk) vEnd() int64 { return c.vOff + c.vLen }
 
 type dmgDisk struct {
+	readOnlyFormat
 	f     *os.File
 	path  string
 	size  int64
@@ -428,19 +429,9 @@ func (d *dmgDisk) makeInfo(k dmgKoly, source string, typeSectors map[uint32]int6
 	return info
 }
 
-func (d *dmgDisk) Size() int64 { return d.size }
-func (d *dmgDisk) Info() Info  { return d.info }
-func (d *dmgDisk) Flush() error {
-	return nil
-}
+func (d *dmgDisk) Size() int64  { return d.size }
+func (d *dmgDisk) Info() Info   { return d.info }
 func (d *dmgDisk) Close() error { return d.f.Close() }
-
-func (d *dmgDisk) WriteAt(p []byte, off int64) (int, error) {
-	if err := checkIO(p, off); err != nil {
-		return 0, err
-	}
-	return 0, ErrReadOnly
-}
 
 // find returns the index of the first stored chunk that ends after off.
 func (d *dmgDisk) find(off int64) int {
@@ -457,17 +448,10 @@ func (d *dmgDisk) find(off int64) int {
 }
 
 func (d *dmgDisk) ReadAt(p []byte, off int64) (int, error) {
-	if err := checkIO(p, off); err != nil {
-		return 0, err
-	}
 	n := len(p)
-	if off >= d.size {
-		clear(p)
-		return n, nil
-	}
-	if rem := d.size - off; int64(len(p)) > rem {
-		clear(p[rem:])
-		p = p[:rem]
+	p, err := clampRead(p, off, d.size)
+	if err != nil {
+		return 0, err
 	}
 	for i := d.find(off); len(p) > 0; i++ {
 		if i >= len(d.data) {

@@ -112,6 +112,7 @@ type ewfEntries struct {
 }
 
 type ewfDisk struct {
+	readOnlyFormat
 	path       string
 	segs       []*ewfSegment
 	size       int64
@@ -254,10 +255,10 @@ func (d *ewfDisk) open() error {
 				}
 			case "digest":
 				if b, err := d.readSectionData(seg, sec, 80); err == nil && ewfChecksumOK(b[:76], b[76:80]) {
-					if !ewfAllZero(b[:16]) {
+					if !isZero(b[:16]) {
 						meta["md5"] = hex.EncodeToString(b[:16])
 					}
-					if !ewfAllZero(b[16:36]) {
+					if !isZero(b[16:36]) {
 						meta["sha1"] = hex.EncodeToString(b[16:36])
 					}
 				} else {
@@ -686,15 +687,12 @@ func (e *ewfEntries) chunk(j int64) (off, stored int64, compressed bool) {
 func (d *ewfDisk) Size() int64 { return d.size }
 
 func (d *ewfDisk) ReadAt(p []byte, off int64) (int, error) {
-	if err := checkIO(p, off); err != nil {
+	n := len(p)
+	p, err := clampRead(p, off, d.size)
+	if err != nil {
 		return 0, err
 	}
-	n := len(p)
 	for len(p) > 0 {
-		if off >= d.size {
-			clear(p)
-			break
-		}
 		ci := off / d.chunkSize
 		in := off % d.chunkSize
 		data, err := d.chunk(ci)
@@ -789,15 +787,6 @@ func (d *ewfDisk) inflate(src, out []byte) error {
 	d.zPool.Put(zr)
 	return nil
 }
-
-func (d *ewfDisk) WriteAt(p []byte, off int64) (int, error) {
-	if err := checkIO(p, off); err != nil {
-		return 0, err
-	}
-	return 0, ErrReadOnly
-}
-
-func (d *ewfDisk) Flush() error { return nil }
 
 func (d *ewfDisk) Close() error {
 	var err error
@@ -969,13 +958,4 @@ func ewfVariant(header, header2, xheader, vol []byte, volE01 bool, d *ewfDisk) s
 		return "ftk"
 	}
 	return "encase2"
-}
-
-func ewfAllZero(b []byte) bool {
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
 }

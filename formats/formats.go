@@ -46,11 +46,62 @@ type Mapper interface {
 	Map(off, length int64) (allocated bool, n int64, err error)
 }
 
+// Checker is implemented by disks that can check their own metadata
+// beyond what reading everything finds: redundant tables, reference
+// counts, checksums. Each finding is a sentence; none means consistent.
+type Checker interface {
+	Check() ([]string, error)
+}
+
+// canWriter is implemented by disks that can tell, while open read-only,
+// whether their format and variant could be written (see CanWrite).
+type canWriter interface {
+	CanWrite() bool
+}
+
+// quickInfoer is implemented by disks whose Info reads a whole table to
+// count allocation; quickInfo leaves that count out (see QuickInfo).
+type quickInfoer interface {
+	quickInfo() Info
+}
+
+// The optional capabilities of each format, checked at compile time.
+var (
+	_ Mapper = (*affDisk)(nil)
+	_ Mapper = (*dmgDisk)(nil)
+	_ Mapper = (*parallelsDisk)(nil)
+	_ Mapper = (*parallelsBundle)(nil)
+	_ Mapper = (*qcow1Disk)(nil)
+	_ Mapper = (*qcow2Disk)(nil)
+	_ Mapper = (*qedDisk)(nil)
+	_ Mapper = (*vdiDisk)(nil)
+	_ Mapper = (*vhdDisk)(nil)
+	_ Mapper = (*vhdxDisk)(nil)
+	_ Mapper = (*vmdkDisk)(nil)
+
+	_ Checker = (*qcow2Disk)(nil)
+	_ Checker = (*vhdDisk)(nil)
+	_ Checker = (*vhdxDisk)(nil)
+	_ Checker = (*vmdkDisk)(nil)
+
+	_ canWriter = (*parallelsDisk)(nil)
+	_ canWriter = (*qcow2Disk)(nil)
+	_ canWriter = (*qedDisk)(nil)
+	_ canWriter = (*rawDisk)(nil)
+	_ canWriter = (*splitDisk)(nil)
+	_ canWriter = (*vdiDisk)(nil)
+	_ canWriter = (*vhdDisk)(nil)
+	_ canWriter = (*vmdkDisk)(nil)
+
+	_ quickInfoer = (*vhdDisk)(nil)
+	_ quickInfoer = (*vhdxDisk)(nil)
+)
+
 // QuickInfo returns d's Info without the work that grows with the disk:
 // where counting Allocated means reading a whole block table (VHD, VHDX)
 // it may be left at -1, and complete is false: d.Info() then counts it.
 func QuickInfo(d Disk) (info Info, complete bool) {
-	if q, ok := d.(interface{ quickInfo() Info }); ok {
+	if q, ok := d.(quickInfoer); ok {
 		return q.quickInfo(), false
 	}
 	return d.Info(), true
@@ -346,16 +397,9 @@ func fileSize(f *os.File) (int64, error) {
 // an optional CanWrite method; without one, only a disk that is writable
 // now counts as writable.
 func CanWrite(d Disk) bool {
-	if w, ok := d.(interface{ CanWrite() bool }); ok {
+	if w, ok := d.(canWriter); ok {
 		return w.CanWrite()
 	}
 	info, _ := QuickInfo(d)
 	return !info.ReadOnly
-}
-
-// Checker is implemented by disks that can check their own metadata
-// beyond what reading everything finds: redundant tables, reference
-// counts, checksums. Each finding is a sentence; none means consistent.
-type Checker interface {
-	Check() ([]string, error)
 }

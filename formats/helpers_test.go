@@ -263,8 +263,6 @@ func concurrentWrites(t testing.TB, d Disk, model []byte, stripe int64) {
 	}
 }
 
-func roundUp(n, m int64) int64 { return (n + m - 1) / m * m }
-
 // diskMD5 hashes the first Size() bytes of d.
 func diskMD5(t testing.TB, d Disk) string {
 	t.Helper()

@@ -262,7 +262,7 @@ func (d *parallelsDisk) ReadAt(p []byte, off int64) (int, error) {
 			return 0, err
 		}
 		if e == 0 {
-			return -1, qcow1ReadBacking(d.parent, chunk, pos)
+			return -1, readParent(d.parent, chunk, pos)
 		}
 		co, err := d.clusterOff(i, e)
 		if err != nil {
@@ -375,7 +375,7 @@ func (d *parallelsDisk) writeCluster(data []byte, pos int64) error {
 		return d.pwrite(data, co+in)
 	}
 	whole := int64(len(data)) == d.clusterSize
-	if qedAllZero(data) && (d.parent == nil || pos >= d.parent.Size()) {
+	if isZero(data) && (d.parent == nil || pos >= d.parent.Size()) {
 		return nil // these sectors already read as zeros
 	}
 	if d.dataEnd == 0 {
@@ -386,7 +386,7 @@ func (d *parallelsDisk) writeCluster(data []byte, pos int64) error {
 	buf := data
 	if !whole {
 		buf = make([]byte, d.clusterSize)
-		if err := qcow1ReadBacking(d.parent, buf, pos-in); err != nil {
+		if err := readParent(d.parent, buf, pos-in); err != nil {
 			return err
 		}
 		copy(buf[in:], data)

@@ -38,6 +38,7 @@ func qcow1Probe(pd *ProbeData) bool {
 }
 
 type qcow1Disk struct {
+	readOnlyFormat
 	f           *os.File
 	path        string
 	fileSize    int64
@@ -206,7 +207,7 @@ func (d *qcow1Disk) ReadAt(p []byte, off int64) (int, error) {
 		case err != nil:
 			return 0, err
 		case e == 0:
-			return -1, qcow1ReadBacking(d.parent, chunk, pos)
+			return -1, readParent(d.parent, chunk, pos)
 		case e&qcow1Compressed != 0:
 			data, err := d.cluster(e)
 			if err != nil {
@@ -252,13 +253,6 @@ func (d *qcow1Disk) cluster(e uint64) ([]byte, error) {
 	return data, nil
 }
 
-func (d *qcow1Disk) WriteAt(p []byte, off int64) (int, error) {
-	if err := checkIO(p, off); err != nil {
-		return 0, err
-	}
-	return 0, ErrReadOnly
-}
-
 func (d *qcow1Disk) Map(off, length int64) (bool, int64, error) {
 	return mapRuns(off, length, d.size, d.parent, func(pos, limit int64) (mapState, int64, error) {
 		vc := pos >> d.clusterBits
@@ -277,8 +271,6 @@ func (d *qcow1Disk) Map(off, length int64) (bool, int64, error) {
 		return mapData, step, nil
 	})
 }
-
-func (d *qcow1Disk) Flush() error { return nil }
 
 func (d *qcow1Disk) Close() error {
 	return closeChain(nil, d.f, d.parent)
@@ -301,26 +293,3 @@ func (d *qcow1Disk) Info() Info {
 	}
 	return info
 }
-
-// qcow1ReadBacking fills p with the parent's bytes at off, or zeros where
-// there is no parent or the parent is shorter (qemu's rule for qcow, QED
-// and Parallels backing files alike).
-func qcow1ReadBacking(parent Disk, p []byte, off int64) error {
-	if parent == nil {
-		clear(p)
-		return nil
-	}
-	psize := qcow1RoundUp(parent.Size(), SectorSize)
-	if off >= psize {
-		clear(p)
-		return nil
-	}
-	if rem := psize - off; int64(len(p)) > rem {
-		clear(p[rem:])
-		p = p[:rem]
-	}
-	_, err := parent.ReadAt(p, off)
-	return err
-}
-
-func qcow1RoundUp(n, m int64) int64 { return (n + m - 1) / m * m }

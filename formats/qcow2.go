@@ -786,26 +786,15 @@ func (d *qcow2Disk) resolve(off, end int64, out []qcow2Extent) (int, error) {
 }
 
 func (d *qcow2Disk) ReadAt(p []byte, off int64) (int, error) {
-	if err := checkIO(p, off); err != nil {
-		return 0, err
-	}
 	n := len(p)
-	if off >= d.size {
-		clear(p)
-		return n, nil
-	}
-	// Read whole sectors up to the sector that holds the end, then zero
-	// what lies past Size.
-	if lim := qcow2RoundUp(d.size, SectorSize) - off; int64(len(p)) > lim {
-		clear(p[lim:])
-		p = p[:lim]
+	p, err := clampReadSectors(p, off, d.size)
+	if err != nil {
+		return 0, err
 	}
 	if err := d.readVirt(p, off); err != nil {
 		return 0, err
 	}
-	if tail := d.size - off; tail < int64(len(p)) {
-		clear(p[tail:])
-	}
+	clearPastEnd(p, off, d.size)
 	return n, nil
 }
 
@@ -828,9 +817,7 @@ func (d *qcow2Disk) readVirt(p []byte, off int64) error {
 			case qcow2KindZero:
 				clear(q)
 			case qcow2KindHole:
-				if d.parent == nil {
-					clear(q)
-				} else if _, err := d.parent.ReadAt(q, off); err != nil {
+				if err := readParent(d.parent, q, off); err != nil {
 					return err
 				}
 			case qcow2KindData:
@@ -1036,7 +1023,7 @@ func (d *qcow2Disk) Map(off, length int64) (bool, int64, error) {
 	if err != nil {
 		return false, 0, err
 	}
-	n = qcow2RoundUp(n, SectorSize)
+	n = roundUp(n, SectorSize)
 	switch k {
 	case qcow2KindData, qcow2KindCompressed:
 		return true, n, nil
@@ -1053,10 +1040,8 @@ func (d *qcow2Disk) Map(off, length int64) (bool, int64, error) {
 		}
 		return a, min(n, pn), nil
 	}
-	return true, min(n, qcow2RoundUp(d.parent.Size()-off, SectorSize)), nil
+	return true, min(n, roundUp(d.parent.Size()-off, SectorSize)), nil
 }
-
-func qcow2RoundUp(n, m int64) int64 { return (n + m - 1) / m * m }
 
 // CanWrite: a dirty image must be repaired first and a corrupt one is
 // never written; any other qcow2 image can be.

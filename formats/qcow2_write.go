@@ -13,22 +13,17 @@ package formats
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 )
 
 func (d *qcow2Disk) WriteAt(p []byte, off int64) (int, error) {
-	if err := checkIO(p, off); err != nil {
-		return 0, err
-	}
-	if d.readOnly {
-		return 0, fmt.Errorf("qcow2: %s: %s: %w", d.path, d.roReason, ErrReadOnly)
-	}
 	n := len(p)
-	if off >= d.size {
-		return n, nil
-	}
-	if lim := d.size - off; int64(len(p)) > lim {
-		p = p[:lim]
+	p, err := clampWrite(p, off, d.size, d.readOnly)
+	if errors.Is(err, ErrReadOnly) {
+		return 0, fmt.Errorf("qcow2: %s: %s: %w", d.path, d.roReason, err)
+	} else if err != nil {
+		return 0, err
 	}
 	if !d.wdone.Load() {
 		d.allocMu.Lock()
@@ -80,7 +75,7 @@ func (d *qcow2Disk) startWrite() error {
 	for i := range d.rt {
 		d.rt[i] = binary.BigEndian.Uint64(b[i*8:])
 	}
-	d.next = qcow2RoundUp(fend, d.cs)
+	d.next = roundUp(fend, d.cs)
 	d.wbuf = make([]byte, d.cs)
 	d.wstarted = true
 	d.wdone.Store(true)
@@ -272,7 +267,7 @@ func (d *qcow2Disk) allocWrite(p []byte, off int64, e, bm uint64) error {
 		}
 	}
 	end := in + int64(len(p))
-	if tail := qcow2RoundUp(end, SectorSize); tail < re {
+	if tail := roundUp(end, SectorSize); tail < re {
 		if err := d.readVirt(buf[tail-rs:], guest+tail); err != nil {
 			return err
 		}
@@ -513,7 +508,7 @@ func (d *qcow2Disk) growRT(idx int64) error {
 		return d.corrupt(48, "no refcount table")
 	}
 	perCl := d.cs / 8
-	entries := qcow2RoundUp(max(2*int64(len(d.rt)), idx+1+perCl), perCl)
+	entries := roundUp(max(2*int64(len(d.rt)), idx+1+perCl), perCl)
 	if entries*8 > qcow2MaxRTBytes {
 		return d.unsupported("refcount table would grow beyond %d bytes", qcow2MaxRTBytes)
 	}

@@ -313,7 +313,7 @@ func (d *qedDisk) ReadAt(p []byte, off int64) (int, error) {
 		case err != nil:
 			return 0, err
 		case e == 0:
-			return -1, qcow1ReadBacking(d.parent, chunk, pos)
+			return -1, readParent(d.parent, chunk, pos)
 		case e == qedZeroCluster:
 			clear(chunk)
 			return -1, nil
@@ -376,7 +376,7 @@ func (d *qedDisk) writeCluster(data []byte, pos int64) error {
 		return d.pwrite(data, int64(e)+in)
 	}
 	whole := int64(len(data)) == d.clusterSize
-	if qedAllZero(data) {
+	if isZero(data) {
 		// Zeros over sectors that already read as zeros need nothing;
 		// a whole cluster of them over a backing file becomes a zero
 		// cluster.
@@ -393,7 +393,7 @@ func (d *qedDisk) writeCluster(data []byte, pos int64) error {
 	if !whole {
 		buf = make([]byte, d.clusterSize)
 		if e == 0 {
-			if err := qcow1ReadBacking(d.parent, buf, pos-in); err != nil {
+			if err := readParent(d.parent, buf, pos-in); err != nil {
 				return err
 			}
 		}
@@ -584,15 +584,6 @@ func (d *qedDisk) Info() Info {
 		info.Parent = &pi
 	}
 	return info
-}
-
-func qedAllZero(b []byte) bool {
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
 }
 
 // CanWrite: QED images can be written; one that needs a check is

@@ -47,11 +47,8 @@ func (d *rawDisk) ReadAt(p []byte, off int64) (int, error) {
 }
 
 func (d *rawDisk) WriteAt(p []byte, off int64) (int, error) {
-	if err := checkIO(p, off); err != nil {
+	if _, err := clampWrite(p, off, d.size, d.readOnly); err != nil {
 		return 0, err
-	}
-	if d.readOnly {
-		return 0, ErrReadOnly
 	}
 	return writeRegion(d.f, p, off, d.size, "raw", d.path)
 }
@@ -83,13 +80,8 @@ func (d *rawDisk) Info() Info {
 // disk data starting at file offset 0; bytes past size read as zeros.
 func readRegion(f *os.File, p []byte, off, size int64, format, path string) (int, error) {
 	n := len(p)
-	if off >= size {
-		clear(p)
+	if p = cutRead(p, off, size); len(p) == 0 {
 		return n, nil
-	}
-	if rem := size - off; int64(len(p)) > rem {
-		clear(p[rem:])
-		p = p[:rem]
 	}
 	if err := readFullAt(f, p, off, format, path); err != nil {
 		return 0, err
@@ -100,11 +92,8 @@ func readRegion(f *os.File, p []byte, off, size int64, format, path string) (int
 // writeRegion is the write side of readRegion: bytes past size are dropped.
 func writeRegion(f *os.File, p []byte, off, size int64, format, path string) (int, error) {
 	n := len(p)
-	if off >= size {
+	if p = cutWrite(p, off, size); len(p) == 0 {
 		return n, nil
-	}
-	if rem := size - off; int64(len(p)) > rem {
-		p = p[:rem]
 	}
 	if _, err := f.WriteAt(p, off); err != nil {
 		return 0, fmt.Errorf("%s: %s: write at %#x: %w", format, path, off, err)

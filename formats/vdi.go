@@ -534,25 +534,15 @@ func (d *vdiDisk) dataOff(ptr uint32, in int64) int64 {
 }
 
 func (d *vdiDisk) ReadAt(p []byte, off int64) (int, error) {
-	if err := checkIO(p, off); err != nil {
-		return 0, err
-	}
 	n := len(p)
-	if off >= d.sizeUp {
-		clear(p)
-		return n, nil
-	}
-	q := p
-	if end := off + int64(len(p)); end > d.sizeUp {
-		clear(p[d.sizeUp-off:])
-		q = p[:d.sizeUp-off]
+	q, err := clampReadSectors(p, off, d.size)
+	if err != nil {
+		return 0, err
 	}
 	if err := d.readRange(q, off); err != nil {
 		return 0, err
 	}
-	if d.size < d.sizeUp && off+int64(len(q)) == d.sizeUp {
-		clear(q[d.size-off:]) // the tail of a partial last sector
-	}
+	clearPastEnd(q, off, d.size) // the tail of a partial last sector
 	return n, nil
 }
 
@@ -574,7 +564,7 @@ func (d *vdiDisk) readRange(q []byte, off int64) error {
 		case vdiKindZero:
 			clear(q[:run])
 		case vdiKindParent:
-			if _, err := d.parent.ReadAt(q[:run], off); err != nil {
+			if err := readParent(d.parent, q[:run], off); err != nil {
 				return err
 			}
 		}

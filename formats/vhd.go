@@ -377,7 +377,7 @@ func (d *vhdDisk) readDynHeader(opt Options) error {
 		return d.corrupt(hoff+32, "block size %d not a multiple of 512 between 512 and 1 GiB", bs)
 	}
 	d.blockSize = bs
-	d.bitmapSize = vhdRoundUp((bs/SectorSize+7)/8, SectorSize) // at least one sector
+	d.bitmapSize = roundUp((bs/SectorSize+7)/8, SectorSize) // at least one sector
 	d.entries = (d.size + bs - 1) / bs
 	if int64(d.maxEntries) < d.entries {
 		return d.corrupt(hoff+28, "block table has %d entries, virtual size %d needs %d", d.maxEntries, d.size, d.entries)
@@ -764,7 +764,7 @@ func (d *vhdDisk) readBlock(q []byte, b, in, off int64) error {
 		return err
 	}
 	if e == vhdUnallocated {
-		return d.readBelow(q, off)
+		return readParent(d.parent, q, off)
 	}
 	boff := d.blockOffset(e)
 	bm, err := d.bitmap(b, boff)
@@ -779,7 +779,7 @@ func (d *vhdDisk) readBlock(q []byte, b, in, off int64) error {
 			if err := readFullAt(d.f, seg, boff+d.bitmapSize+(s+i)*SectorSize, "vhd", d.path); err != nil {
 				return err
 			}
-		} else if err := d.readBelow(seg, off+i*SectorSize); err != nil {
+		} else if err := readParent(d.parent, seg, off+i*SectorSize); err != nil {
 			return err
 		}
 		i += run
@@ -787,35 +787,16 @@ func (d *vhdDisk) readBlock(q []byte, b, in, off int64) error {
 	return nil
 }
 
-// readBelow reads what this level does not hold: the parent's data for a
-// differencing image, zeros otherwise.
-func (d *vhdDisk) readBelow(q []byte, off int64) error {
-	if d.parent == nil {
-		clear(q)
-		return nil
-	}
-	_, err := d.parent.ReadAt(q, off)
-	return err
-}
-
 func (d *vhdDisk) WriteAt(p []byte, off int64) (int, error) {
-	if err := checkIO(p, off); err != nil {
+	n := len(p)
+	q, err := clampWrite(p, off, d.size, d.readOnly)
+	if err != nil {
 		return 0, err
 	}
-	if d.readOnly {
-		return 0, ErrReadOnly
-	}
-	n := len(p)
 	if d.diskType == vhdTypeFixed {
 		return writeRegion(d.f, p, off, d.size, "vhd", d.path)
 	}
-	if off >= d.size {
-		return n, nil
-	}
-	if rem := d.size - off; int64(len(p)) > rem {
-		p = p[:rem]
-	}
-	for len(p) > 0 {
+	for p = q; len(p) > 0; {
 		b, in := off/d.blockSize, off%d.blockSize
 		c := min(int64(len(p)), d.blockSize-in)
 		if err := d.writeBlock(p[:c], b, in); err != nil {
@@ -882,7 +863,7 @@ func (d *vhdDisk) writeBlock(q []byte, b, in int64) error {
 	vhdSetBits(nb, s, ns)
 	// Write back only the bitmap sectors that changed.
 	first := s / 8 / SectorSize * SectorSize
-	last := vhdRoundUp((s+ns+7)/8, SectorSize)
+	last := roundUp((s+ns+7)/8, SectorSize)
 	if _, err := d.f.WriteAt(nb[first:last], boff+first); err != nil {
 		return fmt.Errorf("vhd: %s: writing block %d bitmap: %w", d.path, b, err)
 	}
@@ -995,9 +976,9 @@ func (d *vhdDisk) findFree() error {
 	if err != nil {
 		return fmt.Errorf("vhd: %s: %w", d.path, err)
 	}
-	free := vhdRoundUp(size, SectorSize)
+	free := roundUp(size, SectorSize)
 	if d.tailLen != 0 && size >= d.tailLen {
-		free = vhdRoundUp(size-d.tailLen, SectorSize)
+		free = roundUp(size-d.tailLen, SectorSize)
 	}
 	free = max(free, int64(d.footer.dataOffset)+vhdDynHeaderSize)
 	free = max(free, d.tableOff+int64(d.maxEntries)*4)
@@ -1007,7 +988,7 @@ func (d *vhdDisk) findFree() error {
 	if err != nil {
 		return err
 	}
-	d.nextFree = vhdRoundUp(free, SectorSize)
+	d.nextFree = roundUp(free, SectorSize)
 	return nil
 }
 
@@ -1035,7 +1016,7 @@ func (d *vhdDisk) Map(off, length int64) (bool, int64, error) {
 	if off < 0 || off%SectorSize != 0 || off >= d.size || length <= 0 {
 		return false, 0, fmt.Errorf("%w: map %d bytes at %d", ErrInvalid, length, off)
 	}
-	lim := min(length, vhdRoundUp(d.size-off, SectorSize))
+	lim := min(length, roundUp(d.size-off, SectorSize))
 	if d.diskType == vhdTypeFixed {
 		return true, lim, nil
 	}
@@ -1156,8 +1137,6 @@ func vhdPrintable(s string) string {
 	q = q[1 : len(q)-1]
 	return strings.ReplaceAll(q, `\x00`, `\0`)
 }
-
-func vhdRoundUp(n, m int64) int64 { return (n + m - 1) / m * m }
 
 // CanWrite: every VHD variant vdflat opens can be written.
 func (d *vhdDisk) CanWrite() bool { return true }

@@ -92,7 +92,7 @@ func vhdCompare(t testing.TB, d Disk, want []byte) {
 	padded := append(want[:len(want):len(want)], make([]byte, 1<<20)...)
 	buf := make([]byte, 1<<20)
 	for off := int64(0); off < int64(len(want)); off += int64(len(buf)) {
-		n := min(int64(len(buf)), vhdRoundUp(int64(len(want))-off, SectorSize))
+		n := min(int64(len(buf)), roundUp(int64(len(want))-off, SectorSize))
 		if _, err := d.ReadAt(buf[:n], off); err != nil {
 			t.Fatalf("ReadAt(%d at %d): %v", n, off, err)
 		}

@@ -998,7 +998,7 @@ func vhdxFuzzDecode(data []byte) []byte {
 		copy(img[off:], data[:n])
 		data = data[n:]
 	}
-	if pad := vhdxRoundUp(int64(len(img)), 4096) - int64(len(img)); pad > 0 {
+	if pad := roundUp(int64(len(img)), 4096) - int64(len(img)); pad > 0 {
 		img = append(img, make([]byte, pad)...)
 	}
 	return img

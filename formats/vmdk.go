@@ -500,7 +500,7 @@ func (d *vmdkDisk) Map(off, length int64) (bool, int64, error) {
 		if err != nil {
 			return false, 0, err
 		}
-		n = vmdkRoundUp(n, SectorSize)
+		n = roundUp(n, SectorSize)
 		switch st {
 		case vmdkData:
 			return true, n, nil

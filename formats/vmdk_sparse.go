@@ -115,7 +115,7 @@ func (s *vmdkSparse) init() error {
 	if s.compress {
 		s.grains = newLRU[int64, []byte](max(4, int(4<<20/s.grainSize)))
 	}
-	s.next = vmdkRoundUp(s.fileSize.Load(), s.grainSize)
+	s.next = roundUp(s.fileSize.Load(), s.grainSize)
 	return nil
 }
 
@@ -520,7 +520,7 @@ func (s *vmdkSparse) lookup(g int64) (int, int64, error) {
 func (s *vmdkSparse) readAt(p []byte, off int64, parent Disk, vbase int64) error {
 	for len(p) > 0 {
 		if off >= s.capacity {
-			return vmdkHole(p, vbase+off, parent)
+			return readParent(parent, p, vbase+off)
 		}
 		g, in := off/s.grainSize, off%s.grainSize
 		n := min(int64(len(p)), s.grainSize-in, s.capacity-off)
@@ -556,23 +556,13 @@ func (s *vmdkSparse) readAt(p []byte, off int64, parent Disk, vbase int64) error
 		case vmdkZeroed:
 			clear(p[:n])
 		default:
-			if err := vmdkHole(p[:n], vbase+off, parent); err != nil {
+			if err := readParent(parent, p[:n], vbase+off); err != nil {
 				return err
 			}
 		}
 		p, off = p[n:], off+n
 	}
 	return nil
-}
-
-// vmdkHole fills an unallocated range: from the parent, or zeros.
-func vmdkHole(p []byte, voff int64, parent Disk) error {
-	if parent == nil {
-		clear(p)
-		return nil
-	}
-	_, err := parent.ReadAt(p, voff)
-	return err
 }
 
 // vmdkPread reads p at off; bytes past the end of the file read as zeros
@@ -718,7 +708,7 @@ func (s *vmdkSparse) allocate(g, in int64, chunk []byte, st int, parent Disk, vg
 			return err
 		}
 	}
-	goff := vmdkRoundUp(s.next, s.grainSize)
+	goff := roundUp(s.next, s.grainSize)
 	if (goff+s.grainSize)/512 > 0xffffffff {
 		return fmt.Errorf("vmdk: %s: sparse extent full (2 TiB of grains): %w", s.path, ErrUnsupported)
 	}
@@ -752,7 +742,7 @@ func (s *vmdkSparse) allocate(g, in int64, chunk []byte, st int, parent Disk, vg
 // newGT allocates grain table gti (and its redundant copy) at the end of
 // the file and links it from the directories. Called with allocMu held.
 func (s *vmdkSparse) newGT(gti int64) (int64, int64, error) {
-	tb := vmdkRoundUp(s.gtBytes(), 512)
+	tb := roundUp(s.gtBytes(), 512)
 	zero := make([]byte, tb)
 	gt := s.next
 	rgt := int64(0)
@@ -826,5 +816,3 @@ func (s *vmdkSparse) mapAt(off, length int64) (int, int64, error) {
 	}
 	return st, n, nil
 }
-
-func vmdkRoundUp(n, m int64) int64 { return (n + m - 1) / m * m }
