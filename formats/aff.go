@@ -346,8 +346,17 @@ func (d *affDisk) finish(st *affState) error {
 		ClusterSize: d.pageSize, Allocated: d.allocated, ReadOnly: true,
 		ReadOnlyReason: "AFF images are evidence containers; vdflat reads them only",
 		Metadata:       meta, Warnings: warnings,
+		Hashes: storedHashes(meta), Acquisition: acquisitionFrom(meta, affAcquisitionKeys),
 	}
 	return nil
+}
+
+// affAcquisitionKeys names the segments (afflib's names) that fill
+// Info().Acquisition.
+var affAcquisitionKeys = Acquisition{
+	CaseNumber: "case_num", Examiner: "acquisition_tech", Notes: "acquisition_notes",
+	Date: "acquisition_date", Software: "creator",
+	DeviceModel: "device_model", DeviceSerial: "device_sn",
 }
 
 // affPageNumber parses "page<N>" and the older "seg<N>" (not page<N>_md5).

@@ -9,6 +9,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"strings"
 )
 
 // mapState is what a range of a cluster-table image holds.
@@ -245,4 +246,49 @@ func checkParent(findings []string, parent Disk, label string) ([]string, error)
 		findings = append(findings, fmt.Sprintf("%s %s: %s", label, parent.Info().Path, s))
 	}
 	return findings, err
+}
+
+// hashAlgorithms are the canonical names of Info.Hashes.
+var hashAlgorithms = []string{"md5", "sha1", "sha256"}
+
+// storedHashes picks the digests of the whole disk out of an evidence
+// container's metadata, where both EWF and AFF keep them under their
+// canonical names; nil when there are none.
+func storedHashes(meta map[string]string) map[string]string {
+	var hashes map[string]string
+	for _, algo := range hashAlgorithms {
+		if v := meta[algo]; v != "" {
+			if hashes == nil {
+				hashes = map[string]string{}
+			}
+			hashes[algo] = strings.ToLower(v)
+		}
+	}
+	return hashes
+}
+
+// acquisitionFrom reads an Acquisition out of a format's metadata: each
+// field of keys names the metadata key that field comes from ("" when the
+// format has none). It is nil when the image records none of them.
+func acquisitionFrom(meta map[string]string, keys Acquisition) *Acquisition {
+	var a Acquisition
+	fields := []struct {
+		dst *string
+		key string
+	}{
+		{&a.CaseNumber, keys.CaseNumber}, {&a.EvidenceNumber, keys.EvidenceNumber},
+		{&a.Examiner, keys.Examiner}, {&a.Description, keys.Description},
+		{&a.Notes, keys.Notes}, {&a.Date, keys.Date}, {&a.Software, keys.Software},
+		{&a.DeviceModel, keys.DeviceModel}, {&a.DeviceSerial, keys.DeviceSerial},
+	}
+	found := false
+	for _, f := range fields {
+		if v := meta[f.key]; f.key != "" && v != "" {
+			*f.dst, found = v, true
+		}
+	}
+	if !found {
+		return nil
+	}
+	return &a
 }

@@ -342,6 +342,7 @@ func (d *ewfDisk) open() error {
 		ClusterSize: d.chunkSize, Allocated: d.size, ReadOnly: true,
 		ReadOnlyReason: "EWF images are evidence containers; vdflat reads them only",
 		Metadata:       meta, Warnings: warnings,
+		Hashes: storedHashes(meta), Acquisition: acquisitionFrom(meta, ewfAcquisitionKeys),
 	}
 	return nil
 }
@@ -808,6 +809,13 @@ var ewfHeaderKeys = map[string]string{
 	"t": "notes", "md": "model", "sn": "serial_number", "l": "device_label",
 	"av": "acquiry_software_version", "ov": "acquiry_operating_system",
 	"m": "acquiry_date", "u": "system_date", "pid": "process_identifier", "r": "compression",
+}
+
+// ewfAcquisitionKeys names the metadata keys of Info().Acquisition.
+var ewfAcquisitionKeys = Acquisition{
+	CaseNumber: "case_number", EvidenceNumber: "evidence_number", Examiner: "examiner_name",
+	Description: "description", Notes: "notes", Date: "acquiry_date",
+	Software: "acquiry_software_version", DeviceModel: "model", DeviceSerial: "serial_number",
 }
 
 // ewfHeaderValues parses the "main" category of a header (ASCII) or

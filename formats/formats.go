@@ -130,9 +130,28 @@ type Info struct {
 	ReadOnly       bool              `json:"read_only"`
 	ReadOnlyReason string            `json:"read_only_reason,omitempty"`
 	Features       []string          `json:"features,omitempty"`
-	Metadata       map[string]string `json:"metadata,omitempty"` // acquisition data, stored hashes, snapshots
-	Warnings       []string          `json:"warnings,omitempty"`
-	Parent         *Info             `json:"parent,omitempty"`
+	Metadata       map[string]string `json:"metadata,omitempty"` // what the image records, under the format's own names
+	// Hashes are the digests of the whole disk the image records (EWF,
+	// AFF), keyed "md5", "sha1", "sha256", in lowercase hex.
+	Hashes map[string]string `json:"stored_hashes,omitempty"`
+	// Acquisition is what an evidence container records of its making.
+	Acquisition *Acquisition `json:"acquisition,omitempty"`
+	Warnings    []string     `json:"warnings,omitempty"`
+	Parent      *Info        `json:"parent,omitempty"`
+}
+
+// Acquisition is what an evidence container (EWF, AFF) records of how it
+// was made, each field as the image spells it; empty when not recorded.
+type Acquisition struct {
+	CaseNumber     string `json:"case_number,omitempty"`
+	EvidenceNumber string `json:"evidence_number,omitempty"`
+	Examiner       string `json:"examiner,omitempty"`
+	Description    string `json:"description,omitempty"`
+	Notes          string `json:"notes,omitempty"`
+	Date           string `json:"date,omitempty"`
+	Software       string `json:"software,omitempty"` // the imager and its version
+	DeviceModel    string `json:"device_model,omitempty"`
+	DeviceSerial   string `json:"device_serial,omitempty"`
 }
 
 // clone copies i deeply enough that the caller may change the copy's
@@ -146,6 +165,17 @@ func (i Info) clone() Info {
 		meta[k] = v
 	}
 	i.Metadata = meta
+	if i.Hashes != nil {
+		hashes := make(map[string]string, len(i.Hashes))
+		for k, v := range i.Hashes {
+			hashes[k] = v
+		}
+		i.Hashes = hashes
+	}
+	if i.Acquisition != nil {
+		a := *i.Acquisition
+		i.Acquisition = &a
+	}
 	return i
 }
 
