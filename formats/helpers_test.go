@@ -126,6 +126,13 @@ func mustOpen(t testing.TB, path string, opt Options) Disk {
 // reads that run past the end (zeros expected past Size).
 func checkDisk(t testing.TB, d Disk, want []byte) {
 	t.Helper()
+	checkDiskReads(t, 200, d, want)
+}
+
+// checkDiskReads is checkDisk with random reads in number (fewer for a
+// quicker pass over a slow format, more for a format with many paths).
+func checkDiskReads(t testing.TB, random int, d Disk, want []byte) {
+	t.Helper()
 	if d.Size() != int64(len(want)) {
 		t.Fatalf("Size() = %d, want %d", d.Size(), len(want))
 	}
@@ -137,7 +144,7 @@ func checkDisk(t testing.TB, d Disk, want []byte) {
 	}
 	r := rand.New(rand.NewSource(1))
 	sectors := padded / SectorSize
-	for i := 0; i < 200; i++ {
+	for i := 0; i < random; i++ {
 		s := r.Int63n(sectors)
 		n := 1 + r.Int63n(min(sectors-s+2, 300))
 		compareRead(t, d, make([]byte, n*SectorSize), s*SectorSize, want)
@@ -152,7 +159,7 @@ func compareRead(t testing.TB, d Disk, p []byte, off int64, want []byte) {
 	}
 	// Compare in bulk (byte loops are slow under -race); look for the
 	// first difference only to report it.
-	if inRange := max(0, min(int64(len(p)), int64(len(want))-off)); bytes.Equal(p[:inRange], want[min(off, int64(len(want))):][:inRange]) && allZero(p[inRange:]) {
+	if inRange := max(0, min(int64(len(p)), int64(len(want))-off)); bytes.Equal(p[:inRange], want[min(off, int64(len(want))):][:inRange]) && isZero(p[inRange:]) {
 		return
 	}
 	for i := range p {
@@ -190,7 +197,7 @@ func checkConcurrentReads(t testing.TB, d Disk, want []byte) {
 					return
 				}
 				inRange := max(0, min(int64(len(p)), int64(len(want))-off))
-				if !bytes.Equal(p[:inRange], want[min(off, int64(len(want))):][:inRange]) || !allZero(p[inRange:]) {
+				if !bytes.Equal(p[:inRange], want[min(off, int64(len(want))):][:inRange]) || !isZero(p[inRange:]) {
 					errs <- "mismatch in the read of " + strconv.Itoa(len(p)) + " bytes at " + strconv.FormatInt(off, 10)
 					return
 				}
@@ -366,7 +373,7 @@ func copyDecompressed(t testing.TB, src, dir string) string {
 	for {
 		n, err := io.ReadFull(r, buf)
 		if n > 0 {
-			if !allZero(buf[:n]) {
+			if !isZero(buf[:n]) {
 				if _, werr := out.WriteAt(buf[:n], off); werr != nil {
 					t.Fatal(werr)
 				}
@@ -387,37 +394,6 @@ func copyDecompressed(t testing.TB, src, dir string) string {
 		t.Fatal(err)
 	}
 	return dst
-}
-
-func allZero(b []byte) bool {
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
-}
-
-// fuzzOpen writes data to a temp file named name, opens it read-only and,
-// if that works, reads a few places. It must never panic or allocate
-// without bound; errors are fine.
-func fuzzOpen(t *testing.T, name string, data []byte) {
-	p := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(p, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	d, err := Open(p, Options{ReadOnly: true})
-	if err != nil {
-		return
-	}
-	defer d.Close()
-	_ = d.Info()
-	buf := make([]byte, 64<<10)
-	size := d.Size()
-	for _, off := range []int64{0, size / 2, size - int64(len(buf))} {
-		off = max(0, off) / SectorSize * SectorSize
-		d.ReadAt(buf, off)
-	}
 }
 
 // corruptVariants yields truncated and bit-flipped copies of an image

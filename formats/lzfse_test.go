@@ -74,7 +74,7 @@ func TestLZFSESampleChunks(t *testing.T) {
 		if _, err := lzfseDecode(short, c); err != lzfseErrOverflow {
 			t.Errorf("chunk %d into %d bytes: %v, want overflow", i, len(short), err)
 		}
-		if !allZero(short[len(short):cap(short)]) {
+		if !isZero(short[len(short):cap(short)]) {
 			t.Errorf("chunk %d: wrote past the declared size", i)
 		}
 		// Every truncation fails cleanly.
@@ -294,7 +294,7 @@ func FuzzLZFSE(f *testing.F) {
 		if n < 0 || n > size {
 			t.Fatalf("lzfseDecode wrote %d bytes into %d", n, size)
 		}
-		if !allZero(out[size:cap(out)]) {
+		if !isZero(out[size:cap(out)]) {
 			t.Fatal("wrote past the declared size")
 		}
 	})

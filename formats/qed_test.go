@@ -2,9 +2,7 @@ package formats
 
 import (
 	"bytes"
-	"crypto/md5"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -27,15 +25,6 @@ func qedFixture(t testing.TB, data []byte, extra ...string) string {
 	return dst
 }
 
-func qedFileMD5(t testing.TB, p string) [16]byte {
-	t.Helper()
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return md5.Sum(b)
-}
-
 func TestQEDRead(t *testing.T) {
 	cases := []struct {
 		size int64
@@ -49,14 +38,14 @@ func TestQEDRead(t *testing.T) {
 	for _, c := range cases {
 		data := patternDisk(c.size, c.size)
 		p := qedFixture(t, data, c.opts...)
-		before := qedFileMD5(t, p)
+		before := fileMD5(t, p)
 		want := qemuRaw(t, "qed", p)
 		d := mustOpen(t, p, Options{ReadOnly: true})
 		if info := d.Info(); info.Format != "qed" || !info.ReadOnly {
 			t.Fatalf("info %+v", info)
 		}
 		checkDisk(t, d, want)
-		qedCheckMap(t, d, "qed", p)
+		checkMap(t, d, want, qemuMapData(t, "qed", p, d.Size()))
 		if c.opts != nil {
 			checkConcurrentReads(t, d, want)
 		}
@@ -64,7 +53,7 @@ func TestQEDRead(t *testing.T) {
 			t.Fatalf("WriteAt read-only: %v", err)
 		}
 		d.Close()
-		if qedFileMD5(t, p) != before {
+		if fileMD5(t, p) != before {
 			t.Fatal("read-only open changed the image")
 		}
 	}
@@ -78,7 +67,7 @@ func TestQEDBackingAndZeroClusters(t *testing.T) {
 	if err := os.WriteFile(basePath, base, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	baseSum := qedFileMD5(t, basePath)
+	baseSum := fileMD5(t, basePath)
 
 	// raw backing with the no-probe feature (-F raw)
 	child := filepath.Join(dir, "child.qed")
@@ -95,7 +84,7 @@ func TestQEDBackingAndZeroClusters(t *testing.T) {
 	if info.Parent == nil || info.Parent.Format != "raw" {
 		t.Fatalf("parent %+v", info.Parent)
 	}
-	qedCheckMap(t, d, "qed", child)
+	checkMap(t, d, want, qemuMapData(t, "qed", child, d.Size()))
 	alloc, n, err := d.(Mapper).Map(131072, 131072)
 	if err != nil || alloc || n != 131072 {
 		t.Fatalf("Map of zero clusters = %v %d %v", alloc, n, err)
@@ -112,17 +101,19 @@ func TestQEDBackingAndZeroClusters(t *testing.T) {
 	want = qemuRaw(t, "qed", top)
 	d = mustOpen(t, top, Options{ReadOnly: true})
 	checkDisk(t, d, want)
-	qedCheckMap(t, d, "qed", top)
+	checkMap(t, d, want, qemuMapData(t, "qed", top, d.Size()))
 	if pi := d.Info().Parent; pi == nil || pi.Format != "qcow" || pi.Parent == nil {
 		t.Fatalf("chain %+v", pi)
 	}
 	d.Close()
-	if qedFileMD5(t, basePath) != baseSum {
+	if fileMD5(t, basePath) != baseSum {
 		t.Fatal("backing file changed")
 	}
 
 	// missing backing file
-	os.Rename(mid, mid+".gone")
+	if err := os.Rename(mid, mid+".gone"); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := Open(top, Options{ReadOnly: true}); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("missing backing file: %v, want ErrNotExist", err)
 	}
@@ -186,7 +177,7 @@ func TestQEDWriteEmptyAndBacking(t *testing.T) {
 	if err := os.WriteFile(basePath, base, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	baseSum := qedFileMD5(t, basePath)
+	baseSum := fileMD5(t, basePath)
 	child := filepath.Join(dir, "child.qed")
 	qemuImg(t, "create", "-f", "qed", "-b", "base.raw", "-F", "raw", child)
 	model = append([]byte(nil), base...)
@@ -207,7 +198,7 @@ func TestQEDWriteEmptyAndBacking(t *testing.T) {
 		t.Fatal("child: qemu-img disagrees")
 	}
 	qemuCheck(t, "qed", child)
-	if qedFileMD5(t, basePath) != baseSum {
+	if fileMD5(t, basePath) != baseSum {
 		t.Fatal("a write changed the backing file")
 	}
 }
@@ -239,14 +230,14 @@ func TestQEDNeedCheckAndFeatures(t *testing.T) {
 	data := patternDisk(1<<20, 8)
 	p := qedFixture(t, data)
 	qedSetFeatures(t, p, qedFNeedCheck)
-	before := qedFileMD5(t, p)
+	before := fileMD5(t, p)
 	d := mustOpen(t, p, Options{ReadOnly: true})
 	checkDisk(t, d, data)
 	if info := d.Info(); len(info.Warnings) == 0 {
 		t.Fatal("no warning for need-check")
 	}
 	d.Close()
-	if qedFileMD5(t, p) != before {
+	if fileMD5(t, p) != before {
 		t.Fatal("read-only open of a need-check image changed it")
 	}
 
@@ -277,11 +268,11 @@ func TestQEDNeedCheckAndFeatures(t *testing.T) {
 	if err := os.WriteFile(p, img, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	before = qedFileMD5(t, p)
+	before = fileMD5(t, p)
 	if _, err := Open(p, Options{}); !errors.Is(err, ErrUnsupported) {
 		t.Fatalf("read-write open of an inconsistent image: %v, want ErrUnsupported", err)
 	}
-	if qedFileMD5(t, p) != before {
+	if fileMD5(t, p) != before {
 		t.Fatal("refused open changed the image")
 	}
 	qedSetFeatures(t, p, 0x10)
@@ -297,7 +288,7 @@ func TestQEDCorruptVariants(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, c := range corruptVariants(img, 3, 80) {
-		fuzzOpen(t, "c"+string(rune('a'+i%26))+".qed", c)
+		tryCrafted(t, "c"+string(rune('a'+i%26))+".qed", c, readSome)
 	}
 }
 
@@ -322,40 +313,3 @@ func BenchmarkQEDRandRead(b *testing.B) {
 }
 
 func BenchmarkQEDOpen2TiB(b *testing.B) { benchOpen(b, "qed", "qed") }
-
-// qedCheckMap compares d's Map, sector by sector, with the "data" flag of
-// `qemu-img map` for the image spec (a path or a json: spec).
-func qedCheckMap(t testing.TB, d Disk, fmtName, spec string) {
-	t.Helper()
-	args := []string{"map", "--output=json"}
-	if fmtName != "" {
-		args = append(args, "-f", fmtName)
-	}
-	var extents []struct {
-		Start, Length int64
-		Data          bool
-	}
-	if err := json.Unmarshal(qemuImg(t, append(args, spec)...), &extents); err != nil {
-		t.Fatal(err)
-	}
-	sectors := roundUp(d.Size(), SectorSize) / SectorSize
-	want := make([]bool, sectors)
-	for _, e := range extents {
-		for s := e.Start / SectorSize; s < (e.Start+e.Length)/SectorSize && s < sectors; s++ {
-			want[s] = e.Data
-		}
-	}
-	m := d.(Mapper)
-	for off := int64(0); off < d.Size(); {
-		alloc, n, err := m.Map(off, d.Size()-off)
-		if err != nil || n < SectorSize || n%SectorSize != 0 && off+n < d.Size() {
-			t.Fatalf("Map(%d) = %v, %d, %v", off, alloc, n, err)
-		}
-		for s := off / SectorSize; s < (off+n+SectorSize-1)/SectorSize; s++ {
-			if want[s] != alloc {
-				t.Fatalf("Map: sector %d allocated=%v, qemu-img map says %v", s, alloc, want[s])
-			}
-		}
-		off += n
-	}
-}

@@ -10,28 +10,13 @@ import (
 	"testing"
 )
 
-// vhdxCheckFindings opens path read-only and returns what Check finds.
-func vhdxCheckFindings(t *testing.T, path string) []string {
-	t.Helper()
-	d, err := Open(path, Options{ReadOnly: true})
-	if err != nil {
-		t.Fatalf("Open(%s): %v", path, err)
-	}
-	defer d.Close()
-	f, err := d.(Checker).Check()
-	if err != nil {
-		t.Fatalf("Check(%s): %v (findings %q)", path, err, f)
-	}
-	return f
-}
-
 // vhdxCheckFixture makes a VHDX of 7 MiB with qemu-img and writes to it
 // with qemu-io (data, a partial block, zeros).
 func vhdxCheckFixture(t *testing.T, opts string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "io.vhdx")
 	qemuImg(t, "create", "-f", "vhdx", "-o", opts+",log_size=1M", p, "7M")
-	qcow2QemuIO(t, "vhdx", p, "write -P 0x11 0 3k", "write -P 0x12 1m 20k", "write -P 0x13 5m 1500k", "write -z 2m 1m")
+	qemuIO(t, "vhdx", p, "write -P 0x11 0 3k", "write -P 0x12 1m 20k", "write -P 0x13 5m 1500k", "write -z 2m 1m")
 	return p
 }
 
@@ -58,7 +43,7 @@ func TestVHDXCheckClean(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel() // most time goes to qemu processes
 			p := tc.make(t)
-			if f := vhdxCheckFindings(t, p); len(f) != 0 {
+			if f := checkFindings(t, p); len(f) != 0 {
 				t.Fatalf("findings on a sound image: %q", f)
 			}
 			// qemu agrees where it can: it has no differencing VHDX and
@@ -130,9 +115,9 @@ func TestVHDXCheckDamage(t *testing.T) {
 			b := append([]byte(nil), orig...)
 			copy(b[tc.off:], tc.bytes)
 			p := writeTemp(t, "disk.vhdx", b)
-			f := vhdxCheckFindings(t, p)
+			f := checkFindings(t, p)
 			t.Logf("findings: %q", f)
-			if !vhdCheckHas(f, tc.want) {
+			if !hasFinding(f, tc.want) {
 				t.Fatalf("findings %q lack %q", f, tc.want)
 			}
 			if tc.oracle {
@@ -171,13 +156,13 @@ func TestVHDXCheckCrafted(t *testing.T) {
 			}
 			c[pos] ^= byte(1 << r.Intn(8))
 		}
-		qcow2CheckTry(t, "c.vhdx", c)
+		tryCrafted(t, "c.vhdx", c, runCheck)
 	}
 }
 
 func FuzzVHDXCheck(f *testing.F) {
 	f.Add(vhdxFuzzEncode(vhdxCheckSeed()))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		qcow2CheckTry(t, "f.vhdx", vhdxFuzzDecode(data))
+		tryCrafted(t, "f.vhdx", vhdxFuzzDecode(data), runCheck)
 	})
 }

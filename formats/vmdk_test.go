@@ -31,7 +31,7 @@ func vmdkFixture(t testing.TB, dir, name, subformat string, size, seed int64, op
 		o += "," + x
 	}
 	qemuImg(t, "convert", "-f", "raw", "-O", "vmdk", "-o", o, raw, p)
-	os.Remove(raw)
+	removeFile(t, raw)
 	return p, qemuRaw(t, "vmdk", p)
 }
 
@@ -134,32 +134,13 @@ func TestVMDKSubformatsRead(t *testing.T) {
 				if len(info.Files) < 1 || info.Files[0] != p || (strings.Contains(sf, "Flat") && len(info.Files) != 2) {
 					t.Fatalf("files %v", info.Files)
 				}
-				vmdkCheckMap(t, d, want)
+				checkMap(t, d, want, nil)
 				d.Close()
 				if after := vmdkHashFiles(t, vmdkDirFiles(t, dir)...); after != before {
 					t.Fatal("a read-only open changed the image files")
 				}
 			})
 		}
-	}
-}
-
-// vmdkCheckMap checks that every range Map calls unallocated reads as zeros.
-func vmdkCheckMap(t testing.TB, d Disk, want []byte) {
-	t.Helper()
-	m := d.(Mapper)
-	for off := int64(0); off < d.Size(); {
-		alloc, n, err := m.Map(off, d.Size()-off)
-		if err != nil || n <= 0 {
-			t.Fatalf("Map(%d) = %v, %d, %v", off, alloc, n, err)
-		}
-		if !alloc {
-			end := min(off+n, int64(len(want)))
-			if !allZero(want[off:end]) {
-				t.Fatalf("Map says %d+%d unallocated but it holds data", off, n)
-			}
-		}
-		off += n
 	}
 }
 
@@ -230,7 +211,7 @@ func TestVMDKSamples(t *testing.T) {
 				buf := make([]byte, hole-data)
 				rf.ReadAt(buf, data)
 				for i := 0; i < len(buf); i += 512 {
-					if !allZero(buf[i:min(len(buf), i+512)]) {
+					if !isZero(buf[i:min(len(buf), i+512)]) {
 						if alloc, _, _ := m.Map(data+int64(i), 512); !alloc {
 							t.Fatalf("qemu has data at %d, Map says unallocated", data+int64(i))
 						}
@@ -362,7 +343,7 @@ func TestVMDKWriteNewGrainTable(t *testing.T) {
 func TestVMDKRedundantDirectory(t *testing.T) {
 	dir := t.TempDir()
 	p, want := vmdkFixture(t, dir, "disk", "monolithicSparse", 3<<20, 11)
-	orig, _ := os.ReadFile(p)
+	orig := readFile(t, p)
 	le := binary.LittleEndian
 	gd, rgd := int64(le.Uint64(orig[56:]))*512, int64(le.Uint64(orig[48:]))*512
 	gt := int64(le.Uint32(orig[gd:])) * 512
@@ -403,7 +384,7 @@ func TestVMDKChain(t *testing.T) {
 
 	d := mustOpen(t, top, Options{ReadOnly: true})
 	checkDisk(t, d, want)
-	vmdkCheckMap(t, d, want)
+	checkMap(t, d, want, nil)
 	info := d.Info()
 	if info.Parent == nil || info.Parent.Parent == nil || info.Parent.Parent.Path != base || len(info.Warnings) != 0 {
 		t.Fatalf("chain info %+v", info)
@@ -431,7 +412,7 @@ func TestVMDKChain(t *testing.T) {
 		t.Fatalf("strict open with a CID mismatch: %v", err)
 	}
 
-	os.Remove(base)
+	removeFile(t, base)
 	_, err := Open(top, Options{ReadOnly: true})
 	if !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), "base.vmdk") {
 		t.Fatalf("missing grandparent: %v", err)
@@ -494,7 +475,7 @@ func TestVMDKCustomDescriptor(t *testing.T) {
 	want := append(append(append(append([]byte(nil), spWant...), make([]byte, 300*512)...), flat...), make([]byte, 8*512)...)
 	d := mustOpen(t, p, Options{})
 	vmdkCompare(t, d, want)
-	vmdkCheckMap(t, d, want)
+	checkMap(t, d, want, nil)
 	info := d.Info()
 	if info.Variant != "custom" || len(info.Files) != 3 || !info.ReadOnly || !strings.Contains(info.ReadOnlyReason, "ZERO") {
 		t.Fatalf("info %+v", info)
@@ -507,12 +488,14 @@ func TestVMDKCustomDescriptor(t *testing.T) {
 	ro := strings.Replace(desc, "RW 300 ZERO", "RDONLY 300 FLAT \"my flat file.bin\" 0", 1)
 	ro = strings.ReplaceAll(ro, "RW 8 ZERO\r\n", "")
 	q := filepath.Join(dir, "ro.vmdk")
-	os.WriteFile(q, []byte(ro), 0o644)
+	writeFile(t, q, []byte(ro))
 	d2 := mustOpen(t, q, Options{})
 	if info := d2.Info(); !info.ReadOnly || !strings.Contains(info.ReadOnlyReason, "RDONLY") {
 		t.Fatalf("RDONLY extent: %+v", info)
 	}
-	os.Rename(filepath.Join(dir, "my flat file.bin"), filepath.Join(dir, "gone"))
+	if err := os.Rename(filepath.Join(dir, "my flat file.bin"), filepath.Join(dir, "gone")); err != nil {
+		t.Fatal(err)
+	}
 	_, err := Open(p, Options{ReadOnly: true})
 	if !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), "my flat file.bin") {
 		t.Fatalf("missing extent: %v", err)
@@ -522,10 +505,10 @@ func TestVMDKCustomDescriptor(t *testing.T) {
 func TestVMDKVMFSFlat(t *testing.T) {
 	dir := t.TempDir()
 	data := patternDisk(1<<20+3*512, 41)
-	os.WriteFile(filepath.Join(dir, "esx-flat.vmdk"), data, 0o644)
+	writeFile(t, filepath.Join(dir, "esx-flat.vmdk"), data)
 	p := filepath.Join(dir, "esx.vmdk")
 	desc := fmt.Sprintf("# Disk DescriptorFile\nversion=1\nCID=1234abcd\nparentCID=ffffffff\ncreateType=\"vmfs\"\n\n# Extent description\nRW %d VMFS \"esx-flat.vmdk\"\n\nddb.adapterType = \"lsilogic\"\n", len(data)/512)
-	os.WriteFile(p, []byte(desc), 0o644)
+	writeFile(t, p, []byte(desc))
 	want := qemuRaw(t, "vmdk", p)
 	d := mustOpen(t, p, Options{ReadOnly: true})
 	vmdkCompare(t, d, want)
@@ -571,7 +554,7 @@ func vmdkMakeCOWD(t testing.TB, path string, data []byte, grainSectors int) {
 			}
 			chunk := make([]byte, gs)
 			copy(chunk, data[g*gs:min(len(data), (g+1)*gs)])
-			if allZero(chunk) {
+			if isZero(chunk) {
 				continue
 			}
 			used = true
@@ -623,7 +606,7 @@ func vmdkMakeSESparse(t testing.TB, path string, data []byte, zeroGrains map[int
 	var stored []int
 	for g := 0; g < grains; g++ {
 		chunk := data[g*gs : min(len(data), (g+1)*gs)]
-		if !allZero(chunk) {
+		if !isZero(chunk) {
 			stored = append(stored, g)
 		}
 	}
@@ -632,7 +615,7 @@ func vmdkMakeSESparse(t testing.TB, path string, data []byte, zeroGrains map[int
 		chunk := make([]byte, gs)
 		copy(chunk, data[g*gs:min(len(data), (g+1)*gs)])
 		switch {
-		case !allZero(chunk):
+		case !isZero(chunk):
 			c := uint64(len(stored) - 1)
 			for i, s := range stored {
 				if s == g {
@@ -680,7 +663,7 @@ func vmdkOverlay(parent, child []byte, bs int) []byte {
 	out := append([]byte(nil), parent...)
 	for o := 0; o < len(child); o += bs {
 		c := child[o:min(len(child), o+bs)]
-		if !allZero(c) {
+		if !isZero(c) {
 			copy(out[o:], c)
 		}
 	}
@@ -701,7 +684,7 @@ func TestVMDKVMFSSparse(t *testing.T) {
 	}
 	d := mustOpen(t, p, Options{})
 	vmdkCompare(t, d, want)
-	vmdkCheckMap(t, d, want)
+	checkMap(t, d, want, nil)
 	info := d.Info()
 	if !info.ReadOnly || info.Variant != "vmfsSparse" || info.ClusterSize != 8192 || info.Parent == nil || len(info.Warnings) != 0 {
 		t.Fatalf("info %+v", info)
@@ -722,7 +705,7 @@ func TestVMDKSESparse(t *testing.T) {
 	delta := patternDisk(size, 62)
 	zero := map[int]bool{}
 	for g := 0; g < size/4096; g++ {
-		if allZero(delta[g*4096 : (g+1)*4096]) {
+		if isZero(delta[g*4096 : (g+1)*4096]) {
 			zero[g] = g%3 == 0
 		}
 	}
@@ -742,7 +725,7 @@ func TestVMDKSESparse(t *testing.T) {
 	}
 	d := mustOpen(t, p, Options{})
 	vmdkCompare(t, d, want)
-	vmdkCheckMap(t, d, want)
+	checkMap(t, d, want, nil)
 	info := d.Info()
 	if !info.ReadOnly || info.Variant != "seSparse" || info.ClusterSize != 4096 || info.Parent == nil {
 		t.Fatalf("info %+v", info)
@@ -791,7 +774,7 @@ func TestVMDKCorruptVariants(t *testing.T) {
 			d.Info()
 			d.Close()
 		}
-		os.WriteFile(c.file, orig, 0o644)
+		writeFile(t, c.file, orig)
 	}
 }
 
