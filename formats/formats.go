@@ -1,6 +1,17 @@
 // Package formats reads (and where the format allows, writes) virtual disk
 // images as flat, sector-addressed disks. It knows nothing of FUSE: every
 // format is usable on its own through Open and the Disk interface.
+//
+// This file holds the contract (Disk, the optional Mapper, Checker and
+// the unexported canWriter and quickInfoer, Info, errors) and the
+// registry. The rules every format shares live once: common.go (requests
+// clamped to the disk, holes read from the parent or as zeros, rounding,
+// the read-only behaviour, write preparation, cluster-table mapping) and
+// check.go (bounded findings, the overlap sweep). Each format file decodes
+// its header into a struct, validates it in a function of its own, and
+// calls only these shared helpers, never another format's; other formats
+// are reached through Open (parents), or openRaw where a format says its
+// parent is raw whatever its content.
 package formats
 
 import (
@@ -65,8 +76,24 @@ type quickInfoer interface {
 	quickInfo() Info
 }
 
-// The optional capabilities of each format, checked at compile time.
+// Every format's disk and its optional capabilities, checked at compile
+// time.
 var (
+	_ Disk = (*affDisk)(nil)
+	_ Disk = (*dmgDisk)(nil)
+	_ Disk = (*ewfDisk)(nil)
+	_ Disk = (*parallelsDisk)(nil)
+	_ Disk = (*parallelsBundle)(nil)
+	_ Disk = (*qcow1Disk)(nil)
+	_ Disk = (*qcow2Disk)(nil)
+	_ Disk = (*qedDisk)(nil)
+	_ Disk = (*rawDisk)(nil)
+	_ Disk = (*splitDisk)(nil)
+	_ Disk = (*vdiDisk)(nil)
+	_ Disk = (*vhdDisk)(nil)
+	_ Disk = (*vhdxDisk)(nil)
+	_ Disk = (*vmdkDisk)(nil)
+
 	_ Mapper = (*affDisk)(nil)
 	_ Mapper = (*dmgDisk)(nil)
 	_ Mapper = (*parallelsDisk)(nil)
@@ -415,6 +442,38 @@ func readFullAtErr(n int, err error, want int, off int64, format, path string) e
 		return corruptf(format, path, off, "file truncated: wanted %d bytes, got %d", want, n)
 	}
 	return fmt.Errorf("%s: %s: read at %#x: %w", format, path, off, err)
+}
+
+// writeFullAt writes p at off of one file of an image, wrapping a failure
+// with the format, the path and the offset.
+func writeFullAt(w io.WriterAt, p []byte, off int64, format, path string) error {
+	if _, err := w.WriteAt(p, off); err != nil {
+		return fmt.Errorf("%s: %s: write at %#x: %w", format, path, off, err)
+	}
+	return nil
+}
+
+// syncFile makes a file of an image durable, wrapping a failure with the
+// format and the path.
+func syncFile(f *os.File, format, path string) error {
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("%s: %s: sync: %w", format, path, err)
+	}
+	return nil
+}
+
+// readHead returns the first n bytes of an image file and the file's
+// size; a shorter file is reported truncated.
+func readHead(f *os.File, n int, format, path string) ([]byte, int64, error) {
+	fsize, err := fileSize(f)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%s: %s: %w", format, path, err)
+	}
+	b := make([]byte, n)
+	if err := readFullAt(f, b, 0, format, path); err != nil {
+		return nil, 0, err
+	}
+	return b, fsize, nil
 }
 
 // fileSize reports the size of an open file, block devices included.

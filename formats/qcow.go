@@ -57,8 +57,6 @@ type qcow1Disk struct {
 	zip *lru[int64, []byte]   // compressed cluster offset -> cluster data
 }
 
-var _ Mapper = (*qcow1Disk)(nil)
-
 func qcow1Open(path string, opt Options) (Disk, error) {
 	// qcow v1 is read-only in vdflat whatever the options say.
 	return openDisk(path, true, func(f *os.File) (*qcow1Disk, error) {
@@ -71,12 +69,8 @@ func qcow1Open(path string, opt Options) (Disk, error) {
 }
 
 func qcow1Parse(f *os.File, path string) (*qcow1Disk, error) {
-	fsize, err := fileSize(f)
+	h, fsize, err := readHead(f, qcow1HeaderLen, "qcow", path)
 	if err != nil {
-		return nil, fmt.Errorf("qcow: %s: %w", path, err)
-	}
-	var h [qcow1HeaderLen]byte
-	if err := readFullAt(f, h[:], 0, "qcow", path); err != nil {
 		return nil, err
 	}
 	be := binary.BigEndian
@@ -192,14 +186,13 @@ func (d *qcow1Disk) l2Table(l1i int64) ([]uint64, error) {
 
 func (d *qcow1Disk) Size() int64 { return d.size }
 
+// readData reads stored bytes of the image file.
+func (d *qcow1Disk) readData(b []byte, off int64) error {
+	return readFullAt(d.f, b, off, "qcow", d.path)
+}
+
 func (d *qcow1Disk) ReadAt(p []byte, off int64) (int, error) {
-	n := len(p)
-	p, err := clampRead(p, off, d.size)
-	if err != nil {
-		return 0, err
-	}
-	read := func(b []byte, fo int64) error { return readFullAt(d.f, b, fo, "qcow", d.path) }
-	err = readClusters(p, off, d.clusterSize, read, func(pos int64, chunk []byte) (int64, error) {
+	return readClusters(p, off, d.size, d.clusterSize, d.readData, func(pos int64, chunk []byte) (int64, error) {
 		vc := pos >> d.clusterBits
 		in := pos & (d.clusterSize - 1)
 		e, err := d.entry(vc)
@@ -222,10 +215,6 @@ func (d *qcow1Disk) ReadAt(p []byte, off int64) (int, error) {
 		}
 		return int64(e) + in, nil
 	})
-	if err != nil {
-		return 0, err
-	}
-	return n, nil
 }
 
 // cluster returns the decompressed data of a compressed L2 entry.

@@ -153,6 +153,29 @@ func vhdxParseHeader(b []byte) (vhdxHeader, bool) {
 	return h, true
 }
 
+// vhdxReadHeader reads both headers and returns the current one: the
+// valid one with the higher sequence number, of a version vdflat reads.
+func vhdxReadHeader(f *os.File, path string) (vhdxHeader, error) {
+	var hdr vhdxHeader
+	found := false
+	hbuf := make([]byte, vhdxHeaderLen)
+	for _, off := range []int64{vhdxHeader1Off, vhdxHeader2Off} {
+		if err := readFullAt(f, hbuf, off, "vhdx", path); err != nil {
+			return hdr, err
+		}
+		if h, ok := vhdxParseHeader(hbuf); ok && (!found || h.seq > hdr.seq) {
+			hdr, found = h, true
+		}
+	}
+	if !found {
+		return hdr, corruptf("vhdx", path, vhdxHeader1Off, "neither header is valid (signature or CRC-32C)")
+	}
+	if hdr.version != 1 {
+		return hdr, unsupportedf("vhdx", path, "header version %d", hdr.version)
+	}
+	return hdr, nil
+}
+
 // vhdxOverlay holds the writes of a replayed log: the file as it would be
 // after replay, without touching it. Each write carries its position in
 // the log (ver) so later writes win where they overlap.
@@ -281,8 +304,6 @@ type vhdxDisk struct {
 	allocated int64
 }
 
-var _ Mapper = (*vhdxDisk)(nil)
-
 func vhdxOpen(path string, opt Options) (Disk, error) {
 	// Read-only format: the file is always opened read-only, whatever
 	// opt.ReadOnly says, so nothing can ever be written to it.
@@ -322,23 +343,9 @@ func vhdxOpenFile(f *os.File, path string, opt Options) (*vhdxDisk, error) {
 		info.Metadata["creator"] = c
 	}
 
-	// Headers: the valid one with the higher sequence number is current.
-	var hdr vhdxHeader
-	found := false
-	hbuf := make([]byte, vhdxHeaderLen)
-	for _, off := range []int64{vhdxHeader1Off, vhdxHeader2Off} {
-		if err := readFullAt(f, hbuf, off, "vhdx", path); err != nil {
-			return nil, err
-		}
-		if h, ok := vhdxParseHeader(hbuf); ok && (!found || h.seq > hdr.seq) {
-			hdr, found = h, true
-		}
-	}
-	if !found {
-		return nil, corruptf("vhdx", path, vhdxHeader1Off, "neither header is valid (signature or CRC-32C)")
-	}
-	if hdr.version != 1 {
-		return nil, unsupportedf("vhdx", path, "header version %d", hdr.version)
+	hdr, err := vhdxReadHeader(f, path)
+	if err != nil {
+		return nil, err
 	}
 	info.Metadata["header_sequence"] = strconv.FormatUint(hdr.seq, 10)
 	info.Metadata["file_write_guid"] = hdr.fileWrite.String()
