@@ -7,7 +7,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,9 +17,7 @@ import (
 func affConvert(t testing.TB, dir string, data []byte, args ...string) string {
 	t.Helper()
 	in := filepath.Join(dir, "input.raw")
-	if err := os.WriteFile(in, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, in, data)
 	out := filepath.Join(dir, "image.aff")
 	run(t, "affconvert", append(append([]string{"-q"}, args...), "-o", out, in)...)
 	removeFile(t, in)
@@ -243,10 +240,7 @@ func TestAFFCorruptVariants(t *testing.T) {
 func FuzzAFF(f *testing.F) {
 	want := patternDisk(128<<10, 33)
 	for _, args := range [][]string{{"-s64k"}, {"-L", "-s64k"}, {"-x", "-s64k"}} {
-		b, err := os.ReadFile(affConvert(f, f.TempDir(), want, args...))
-		if err != nil {
-			f.Fatal(err)
-		}
+		b := readFile(f, affConvert(f, f.TempDir(), want, args...))
 		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -276,15 +270,5 @@ func BenchmarkAFFOpen2TiB(b *testing.B) {
 	f = append(f, affSeg("imagesize", affSegQuad, affQuadBytes(size))...)
 	big := writeTemp(b, "big.aff", f)
 	small := affConvert(b, b.TempDir(), patternDisk(2<<20, 35))
-	for _, c := range []struct{ name, path string }{{"2TiB", big}, {"2MiB", small}} {
-		b.Run(c.name, func(b *testing.B) {
-			for i := 0; i < b.N; i++ {
-				d, err := Open(c.path, Options{ReadOnly: true})
-				if err != nil {
-					b.Fatal(err)
-				}
-				d.Close()
-			}
-		})
-	}
+	benchOpens(b, false, benchOpenCase{"2TiB", big}, benchOpenCase{"2MiB", small})
 }

@@ -146,6 +146,37 @@ func tryCrafted(t testing.TB, name string, data []byte, use func(d Disk)) {
 	use(d)
 }
 
+// tryVariants hands n damaged variants of each seed (see corruptVariants)
+// to tryCrafted.
+func tryVariants(t testing.TB, name string, seeds [][]byte, n int, use func(d Disk)) {
+	t.Helper()
+	for i, seed := range seeds {
+		for _, v := range corruptVariants(seed, int64(i), n) {
+			tryCrafted(t, name, v, use)
+		}
+	}
+}
+
+// fuzzCrafted is a fuzz target over seeds: each input goes to tryCrafted.
+func fuzzCrafted(f *testing.F, name string, seeds [][]byte, use func(d Disk)) {
+	for _, b := range seeds {
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) { tryCrafted(t, name, data, use) })
+}
+
+// damagedFindings writes orig, with b written over it at off, to a file
+// named name and returns what its Check finds, and the file's path.
+func damagedFindings(t testing.TB, name string, orig []byte, off int64, b []byte) ([]string, string) {
+	t.Helper()
+	c := append([]byte(nil), orig...)
+	copy(c[off:], b)
+	p := writeTemp(t, name, c)
+	f := checkFindings(t, p)
+	t.Logf("findings: %q", f)
+	return f, p
+}
+
 // readSome reads a few places of d (start, middle, end), ignoring errors:
 // what a crafted image's reads return does not matter, only that they
 // return.
@@ -245,4 +276,17 @@ func qemuIO(t testing.TB, fmtName, path string, cmds ...string) {
 		args = append(args, "-c", c)
 	}
 	run(t, "qemu-io", append(args, path)...)
+}
+
+// qemuConvert writes data as a raw file in dir and converts it with
+// `qemu-img convert -O fmtName args...` to dir/name, the path returned.
+// The raw source is removed: only the image is left in dir.
+func qemuConvert(t testing.TB, dir string, data []byte, fmtName, name string, args ...string) string {
+	t.Helper()
+	src := filepath.Join(dir, name+".src.raw")
+	writeFile(t, src, data)
+	dst := filepath.Join(dir, name)
+	qemuImg(t, append(append([]string{"convert", "-f", "raw", "-O", fmtName}, args...), src, dst)...)
+	removeFile(t, src)
+	return dst
 }

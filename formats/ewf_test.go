@@ -20,9 +20,7 @@ import (
 func ewfAcquire(t testing.TB, dir, name string, data []byte, args ...string) string {
 	t.Helper()
 	in := filepath.Join(dir, name+".input")
-	if err := os.WriteFile(in, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, in, data)
 	target := filepath.Join(dir, name)
 	all := append([]string{"-u", "-q", "-t", target, "-C", "case-7", "-D", "test description",
 		"-E", "evidence-3", "-e", "examiner x", "-N", "some notes"}, args...)
@@ -42,10 +40,7 @@ func ewfExport(t testing.TB, first string) []byte {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "oracle")
 	run(t, "ewfexport", "-u", "-q", "-f", "raw", "-t", out, first)
-	b, err := os.ReadFile(out + ".raw")
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := readFile(t, out+".raw")
 	return b
 }
 
@@ -191,13 +186,7 @@ func TestEWFSamples(t *testing.T) {
 				}
 				return
 			}
-			d := mustOpen(t, p, Options{ReadOnly: true})
-			if d.Size() != s.VSize {
-				t.Fatalf("size %d, want %d", d.Size(), s.VSize)
-			}
-			if got := diskMD5(t, d); got != s.MD5 {
-				t.Fatalf("md5 %s, want %s", got, s.MD5)
-			}
+			d := openSample(t, p, s, true)
 			if got := d.Info().Metadata["md5"]; got != s.MD5 {
 				t.Fatalf("stored md5 %q, want %s", got, s.MD5)
 			}
@@ -233,10 +222,7 @@ func TestEWFDamagedChunk(t *testing.T) {
 				want[i] = byte('a' + i%7)
 			}
 			first := ewfAcquire(t, t.TempDir(), "img", want, "-f", "encase6", "-c", comp)
-			b, err := os.ReadFile(first)
-			if err != nil {
-				t.Fatal(err)
-			}
+			b := readFile(t, first)
 			tab := ewfSectionOffset(t, b, "table")
 			base := int64(binary.LittleEndian.Uint64(b[tab+ewfDescriptorSize+8:]))
 			e := binary.LittleEndian.Uint32(b[tab+ewfDescriptorSize+ewfTableHeaderSize+3*4:])
@@ -246,12 +232,10 @@ func TestEWFDamagedChunk(t *testing.T) {
 			next := binary.LittleEndian.Uint32(b[tab+ewfDescriptorSize+ewfTableHeaderSize+4*4:])
 			pos := base + int64(e&0x7fffffff) + int64(next&0x7fffffff-e&0x7fffffff)/2
 			b[pos] ^= 0x55
-			if err := os.WriteFile(first, b, 0o644); err != nil {
-				t.Fatal(err)
-			}
+			writeFile(t, first, b)
 			d := mustOpen(t, first, Options{ReadOnly: true})
 			buf := make([]byte, 4096)
-			_, err = d.ReadAt(buf, 3*32768+4096)
+			_, err := d.ReadAt(buf, 3*32768+4096)
 			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "chunk 3") {
 				t.Fatalf("read of the damaged chunk: %v, want ErrCorrupt naming chunk 3", err)
 			}
@@ -268,10 +252,7 @@ func TestEWFDamagedChunk(t *testing.T) {
 func TestEWFDamagedTable(t *testing.T) {
 	want := patternDisk(1<<20, 15)
 	first := ewfAcquire(t, t.TempDir(), "img", want, "-f", "encase6", "-c", "deflate:fast")
-	b, err := os.ReadFile(first)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := readFile(t, first)
 	// Damage the table's entries (then its header); table2 must be used.
 	tab := ewfSectionOffset(t, b, "table")
 	for _, pos := range []int{tab + ewfDescriptorSize + ewfTableHeaderSize + 8, tab + ewfDescriptorSize + 1} {
@@ -412,10 +393,7 @@ func FuzzEWF(f *testing.F) {
 	dir := f.TempDir()
 	for _, fm := range []string{"encase6", "smart", "ftk"} {
 		first := ewfAcquire(f, dir, fm, want, "-f", fm, "-c", "deflate:fast", "-b", "16")
-		b, err := os.ReadFile(first)
-		if err != nil {
-			f.Fatal(err)
-		}
+		b := readFile(f, first)
 		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -491,9 +469,7 @@ func ewfSynthZero(t testing.TB, path string, size int64, spc int64) {
 		f.Write(tab)
 	}
 	desc("done", 0, true)
-	if err := os.WriteFile(path, f.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, path, f.Bytes())
 }
 
 func TestEWFHuge(t *testing.T) {
@@ -513,27 +489,14 @@ func BenchmarkEWFOpen2TiB(b *testing.B) {
 	big := filepath.Join(b.TempDir(), "big.E01")
 	ewfSynthZero(b, big, 2<<40, 32768)
 	small := ewfAcquire(b, b.TempDir(), "small", patternDisk(2<<20, 36), "-f", "encase6", "-c", "deflate:fast")
-	for _, c := range []struct{ name, path string }{{"2TiB", big}, {"2MiB", small}} {
-		b.Run(c.name, func(b *testing.B) {
-			for i := 0; i < b.N; i++ {
-				d, err := Open(c.path, Options{ReadOnly: true})
-				if err != nil {
-					b.Fatal(err)
-				}
-				d.Close()
-			}
-		})
-	}
+	benchOpens(b, false, benchOpenCase{"2TiB", big}, benchOpenCase{"2MiB", small})
 }
 
 // ewfAddErrors replaces the done section of a last segment with an error2
 // section listing ranges, followed by a new done section.
 func ewfAddErrors(t testing.TB, path string, ranges [][2]uint32) {
 	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := readFile(t, path)
 	done := ewfSectionOffset(t, b, "done")
 	b = b[:done]
 	desc := func(typ string, off, next, size int) []byte {
@@ -557,9 +520,7 @@ func ewfAddErrors(t testing.TB, path string, ranges [][2]uint32) {
 	b = append(b, desc("error2", done, done+size, size)...)
 	b = append(b, data...)
 	b = append(b, desc("done", done+size, done+size, 0)...)
-	if err := os.WriteFile(path, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, path, b)
 }
 
 func TestEWFReadErrors(t *testing.T) {

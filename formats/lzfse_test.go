@@ -3,7 +3,6 @@ package formats
 import (
 	"bytes"
 	"encoding/binary"
-	"os"
 	"path/filepath"
 	"testing"
 )
@@ -22,10 +21,7 @@ func lzfseTestChunks(t testing.TB) (chunks [][]byte, sizes []int) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	raw, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw := readFile(t, p)
 	for _, c := range d.(*dmgDisk).data {
 		if c.typ == dmgLZFSE {
 			chunks = append(chunks, raw[c.fOff:c.fOff+c.fLen])

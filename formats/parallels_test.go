@@ -15,15 +15,7 @@ import (
 // parallelsFixture converts data to a Parallels image with qemu-img.
 func parallelsFixture(t testing.TB, data []byte, extra ...string) string {
 	t.Helper()
-	dir := t.TempDir()
-	src := filepath.Join(dir, "src.raw")
-	if err := os.WriteFile(src, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	dst := filepath.Join(dir, "img.hds")
-	args := append([]string{"convert", "-f", "raw", "-O", "parallels"}, extra...)
-	qemuImg(t, append(args, src, dst)...)
-	return dst
+	return qemuConvert(t, t.TempDir(), data, "parallels", "img.hds", extra...)
 }
 
 // parallelsChainRaw reads top over base with qemu: qemu opens a Parallels
@@ -34,10 +26,7 @@ func parallelsChainRaw(t testing.TB, top, base, baseFmt string) []byte {
 	spec := parallelsChainSpec(top, base, baseFmt)
 	out := filepath.Join(t.TempDir(), "chain.raw")
 	qemuImg(t, "convert", "-O", "raw", spec, out)
-	b, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := readFile(t, out)
 	return b
 }
 
@@ -50,13 +39,7 @@ func TestParallelsSamples(t *testing.T) {
 		t.Run(filepath.Base(s.Path), func(t *testing.T) {
 			p := sampleFile(t, s.Path)
 			before := fileMD5(t, p)
-			d := mustOpen(t, p, Options{ReadOnly: true})
-			if d.Size() != s.VSize {
-				t.Fatalf("size %d, want %d", d.Size(), s.VSize)
-			}
-			if got := diskMD5(t, d); got != s.MD5 {
-				t.Fatalf("md5 %s, want %s", got, s.MD5)
-			}
+			d := openSample(t, p, s, true)
 			if d.Info().Format != "parallels" {
 				t.Fatalf("info %+v", d.Info())
 			}
@@ -98,10 +81,7 @@ func TestParallelsRead(t *testing.T) {
 
 func parallelsInUseField(t testing.TB, p string) uint32 {
 	t.Helper()
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := readFile(t, p)
 	return binary.LittleEndian.Uint32(b[parallelsInUseOff:])
 }
 
@@ -323,10 +303,7 @@ func TestParallelsBundle(t *testing.T) {
 
 func TestParallelsCorruptVariants(t *testing.T) {
 	for _, s := range []string{"qemu-iotests/parallels-v1.bz2", "qemu-iotests/parallels-v2.bz2"} {
-		img, err := os.ReadFile(sampleFile(t, s))
-		if err != nil {
-			t.Fatal(err)
-		}
+		img := readFile(t, sampleFile(t, s))
 		for i, c := range corruptVariants(img, 7, 60) {
 			tryCrafted(t, "c"+strconv.Itoa(i)+".hds", c, readSome)
 		}
@@ -335,24 +312,15 @@ func TestParallelsCorruptVariants(t *testing.T) {
 
 func FuzzParallels(f *testing.F) {
 	for _, s := range []string{"qemu-iotests/parallels-v1.bz2", "qemu-iotests/parallels-v2.bz2"} {
-		img, err := os.ReadFile(sampleFile(f, s))
-		if err != nil {
-			f.Fatal(err)
-		}
+		img := readFile(f, sampleFile(f, s))
 		f.Add(img[:128<<10]) // header, BAT and the first clusters
 	}
 	f.Add([]byte(parallelsDescriptorXML(8192, 2048, []string{"a.hds"}, []string{"Compressed"}, []string{parallelsTopGUID})))
 	f.Fuzz(func(t *testing.T, b []byte) { commonFuzzDisk(t, "fuzz.hds", b) })
 }
 
-func BenchmarkParallelsSeqRead(b *testing.B) {
-	d := mustOpen(b, parallelsFixture(b, patternDisk(8<<20, 1)), Options{ReadOnly: true})
-	benchReads(b, d, false)
-}
+func BenchmarkParallelsSeqRead(b *testing.B) { benchReads(b, benchFixture(b, parallelsFixture), false) }
 
-func BenchmarkParallelsRandRead(b *testing.B) {
-	d := mustOpen(b, parallelsFixture(b, patternDisk(8<<20, 1)), Options{ReadOnly: true})
-	benchReads(b, d, true)
-}
+func BenchmarkParallelsRandRead(b *testing.B) { benchReads(b, benchFixture(b, parallelsFixture), true) }
 
 func BenchmarkParallelsOpen2TiB(b *testing.B) { benchOpen(b, "parallels", "hds") }

@@ -155,10 +155,7 @@ func TestQCOW2CheckDamage(t *testing.T) {
 	src := filepath.Join(t.TempDir(), "src.qcow2")
 	qemuImg(t, "create", "-f", "qcow2", "-o", "cluster_size=4096", src, "4M")
 	qemuIO(t, "qcow2", src, "write -P 0x11 0 40k", "write -P 0x12 3m 8k")
-	orig, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
+	orig := readFile(t, src)
 	lay := qcow2CheckLocate(t, src)
 	be16 := func(v uint16) []byte { return binary.BigEndian.AppendUint16(nil, v) }
 	be64 := func(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
@@ -250,28 +247,12 @@ func qcow2CheckSeeds(t testing.TB) [][]byte {
 			qemuImg(t, "bitmap", "--add", p, "b")
 			qemuIO(t, "qcow2", p, "write -P 0x12 8k 1k")
 		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
+		b := readFile(t, p)
 		out = append(out, b)
 	}
 	return out
 }
 
-func TestQCOW2CheckCrafted(t *testing.T) {
-	for i, seed := range qcow2CheckSeeds(t) {
-		for _, v := range corruptVariants(seed, int64(i), 25) {
-			tryCrafted(t, "c.qcow2", v, runCheck)
-		}
-	}
-}
+func TestQCOW2CheckCrafted(t *testing.T) { tryVariants(t, "c.qcow2", qcow2CheckSeeds(t), 25, runCheck) }
 
-func FuzzQCOW2Check(f *testing.F) {
-	for _, b := range qcow2CheckSeeds(f) {
-		f.Add(b)
-	}
-	f.Fuzz(func(t *testing.T, data []byte) {
-		tryCrafted(t, "f.qcow2", data, runCheck)
-	})
-}
+func FuzzQCOW2Check(f *testing.F) { fuzzCrafted(f, "f.qcow2", qcow2CheckSeeds(f), runCheck) }

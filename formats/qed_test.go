@@ -14,15 +14,7 @@ import (
 // -o cluster_size=..., passed through).
 func qedFixture(t testing.TB, data []byte, extra ...string) string {
 	t.Helper()
-	dir := t.TempDir()
-	src := filepath.Join(dir, "src.raw")
-	if err := os.WriteFile(src, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	dst := filepath.Join(dir, "img.qed")
-	args := append([]string{"convert", "-f", "raw", "-O", "qed"}, extra...)
-	qemuImg(t, append(args, src, dst)...)
-	return dst
+	return qemuConvert(t, t.TempDir(), data, "qed", "img.qed", extra...)
 }
 
 func TestQEDRead(t *testing.T) {
@@ -64,9 +56,7 @@ func TestQEDBackingAndZeroClusters(t *testing.T) {
 	size := int64(3<<20 + 1024)
 	base := patternDisk(size, 21)
 	basePath := filepath.Join(dir, "base.raw")
-	if err := os.WriteFile(basePath, base, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, basePath, base)
 	baseSum := fileMD5(t, basePath)
 
 	// raw backing with the no-probe feature (-F raw)
@@ -174,9 +164,7 @@ func TestQEDWriteEmptyAndBacking(t *testing.T) {
 	// child of a raw backing file: copy-on-write of partial clusters
 	base := patternDisk(size, 31)
 	basePath := filepath.Join(dir, "base.raw")
-	if err := os.WriteFile(basePath, base, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, basePath, base)
 	baseSum := fileMD5(t, basePath)
 	child := filepath.Join(dir, "child.qed")
 	qemuImg(t, "create", "-f", "qed", "-b", "base.raw", "-F", "raw", child)
@@ -205,10 +193,7 @@ func TestQEDWriteEmptyAndBacking(t *testing.T) {
 
 func qedFeatures(t testing.TB, p string) uint64 {
 	t.Helper()
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := readFile(t, p)
 	return binary.LittleEndian.Uint64(b[qedFeaturesOff:])
 }
 
@@ -258,16 +243,11 @@ func TestQEDNeedCheckAndFeatures(t *testing.T) {
 
 	// Inconsistent tables (an L2 table offset that is the L1 table):
 	// refused for writing, with the image untouched.
-	img, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	img := readFile(t, p)
 	l1 := binary.LittleEndian.Uint64(img[40:])
 	binary.LittleEndian.PutUint64(img[l1:], l1)
 	binary.LittleEndian.PutUint64(img[qedFeaturesOff:], qedFNeedCheck)
-	if err := os.WriteFile(p, img, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, p, img)
 	before = fileMD5(t, p)
 	if _, err := Open(p, Options{}); !errors.Is(err, ErrUnsupported) {
 		t.Fatalf("read-write open of an inconsistent image: %v, want ErrUnsupported", err)
@@ -283,10 +263,7 @@ func TestQEDNeedCheckAndFeatures(t *testing.T) {
 
 func TestQEDCorruptVariants(t *testing.T) {
 	p := qedFixture(t, patternDisk(256<<10, 5), "-o", "cluster_size=4096,table_size=2")
-	img, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	img := readFile(t, p)
 	for i, c := range corruptVariants(img, 3, 80) {
 		tryCrafted(t, "c"+string(rune('a'+i%26))+".qed", c, readSome)
 	}
@@ -294,22 +271,13 @@ func TestQEDCorruptVariants(t *testing.T) {
 
 func FuzzQED(f *testing.F) {
 	p := qedFixture(f, patternDisk(16<<10, 5), "-o", "cluster_size=4096,table_size=2")
-	img, err := os.ReadFile(p)
-	if err != nil {
-		f.Fatal(err)
-	}
+	img := readFile(f, p)
 	f.Add(img)
 	f.Fuzz(func(t *testing.T, b []byte) { commonFuzzDisk(t, "fuzz.qed", b) })
 }
 
-func BenchmarkQEDSeqRead(b *testing.B) {
-	d := mustOpen(b, qedFixture(b, patternDisk(8<<20, 1)), Options{ReadOnly: true})
-	benchReads(b, d, false)
-}
+func BenchmarkQEDSeqRead(b *testing.B) { benchReads(b, benchFixture(b, qedFixture), false) }
 
-func BenchmarkQEDRandRead(b *testing.B) {
-	d := mustOpen(b, qedFixture(b, patternDisk(8<<20, 1)), Options{ReadOnly: true})
-	benchReads(b, d, true)
-}
+func BenchmarkQEDRandRead(b *testing.B) { benchReads(b, benchFixture(b, qedFixture), true) }
 
 func BenchmarkQEDOpen2TiB(b *testing.B) { benchOpen(b, "qed", "qed") }

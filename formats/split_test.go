@@ -15,9 +15,7 @@ func splitWith(t testing.TB, data []byte, prefix string, args ...string) []strin
 	t.Helper()
 	dir := t.TempDir()
 	in := filepath.Join(dir, "input")
-	if err := os.WriteFile(in, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, in, data)
 	run(t, "split", append(args, in, filepath.Join(dir, prefix))...)
 	removeFile(t, in)
 	parts, err := filepath.Glob(filepath.Join(dir, prefix+"*"))
@@ -32,10 +30,7 @@ func splitCat(t testing.TB, parts []string) []byte {
 	t.Helper()
 	var all []byte
 	for _, p := range parts {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
+		b := readFile(t, p)
 		all = append(all, b...)
 	}
 	return all

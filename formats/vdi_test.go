@@ -27,18 +27,11 @@ const vdiTestMiB = 1 << 20
 // vdiTestQemu converts raw to a VDI with qemu-img and returns its path.
 func vdiTestQemu(t testing.TB, dir, name string, raw []byte, static bool) string {
 	t.Helper()
-	src := filepath.Join(dir, name+".raw")
-	if err := os.WriteFile(src, raw, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	dst := filepath.Join(dir, name)
-	args := []string{"convert", "-f", "raw", "-O", "vdi"}
+	var args []string
 	if static {
-		args = append(args, "-o", "static=on")
+		args = []string{"-o", "static=on"}
 	}
-	qemuImg(t, append(args, src, dst)...)
-	removeFile(t, src)
-	return dst
+	return qemuConvert(t, dir, raw, "vdi", name, args...)
 }
 
 // vdiTestParsed is what a test needs of a qemu-made (v1.1) VDI file.
@@ -258,9 +251,7 @@ func TestVDIZeroAndOddSize(t *testing.T) {
 		t.Fatalf("block 1 not stored by qemu: %#x", pp.entries[1])
 	}
 	binary.LittleEndian.PutUint32(b[pp.offBlocks+4:], vdiBlockZero)
-	if err := os.WriteFile(p, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, p, b)
 	want := qemuRaw(t, "vdi", p) // qemu: discarded blocks read as zeros
 	if !isZero(want[vdiTestMiB : 2*vdiTestMiB]) {
 		t.Fatal("qemu reads the zero block as data")
@@ -475,9 +466,7 @@ func TestVDIDiff(t *testing.T) {
 		t.Fatal("fixture: parent block 2 is empty, the zero block proves nothing")
 	}
 	cPath := filepath.Join(dir, "child.vdi")
-	if err := os.WriteFile(cPath, img, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, cPath, img)
 	parentSum, childSum := fileMD5(t, pPath), fileMD5(t, cPath)
 	d := vdiTestOpen(t, cPath, Options{ReadOnly: true})
 	info := d.Info()
@@ -517,16 +506,12 @@ func TestVDIDiffSnapshots(t *testing.T) {
 	u1, u2 := vdiTestUUID(r), vdiTestUUID(r)
 	img1, want1 := vdiTestChild(r, praw, pp, "dfzf", u1)
 	p1 := filepath.Join(snaps, "{"+u1.String()+"}.vdi")
-	if err := os.WriteFile(p1, img1, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, p1, img1)
 	// Level 2 is a child of level 1.
 	pp1 := vdiTestParse(t, img1)
 	img2, want2 := vdiTestChild(r, want1, pp1, "ffdz", u2)
 	p2 := filepath.Join(snaps, "{"+u2.String()+"}.vdi")
-	if err := os.WriteFile(p2, img2, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, p2, img2)
 	// Decoys: text, a short file, a VDI with another UUID, a directory.
 	writeFile(t, filepath.Join(snaps, "notes.txt"), []byte("not a disk"))
 	os.WriteFile(filepath.Join(vm, "tiny"), []byte{0x7f}, 0o644)

@@ -2,7 +2,6 @@ package formats
 
 import (
 	"encoding/binary"
-	"os"
 	"path/filepath"
 	"testing"
 )
@@ -64,10 +63,7 @@ func TestVHDCheckSampleChecksums(t *testing.T) {
 
 func TestVHDCheckDamage(t *testing.T) {
 	src := vhdFixture(t, patternDisk(5<<20, 43), "subformat=dynamic,force_size=on")
-	orig, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
+	orig := readFile(t, src)
 	be := binary.BigEndian
 	footer := int64(len(orig)) - 512
 	hdr := int64(be.Uint64(orig[16:]))
@@ -93,11 +89,7 @@ func TestVHDCheckDamage(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel() // most time goes to qemu processes
-			b := append([]byte(nil), orig...)
-			copy(b[tc.off:], tc.bytes)
-			p := writeTemp(t, "disk.vhd", b)
-			f := checkFindings(t, p)
-			t.Logf("findings: %q", f)
+			f, _ := damagedFindings(t, "disk.vhd", orig, tc.off, tc.bytes)
 			for _, w := range tc.want {
 				if !hasFinding(f, w) {
 					t.Fatalf("findings %q lack %q", f, w)
@@ -110,28 +102,12 @@ func TestVHDCheckDamage(t *testing.T) {
 func vhdCheckSeeds(t testing.TB) [][]byte {
 	var out [][]byte
 	for _, opts := range []string{"subformat=dynamic,force_size=on", "subformat=fixed,force_size=on"} {
-		b, err := os.ReadFile(vhdFixture(t, patternDisk(64<<10, 1), opts))
-		if err != nil {
-			t.Fatal(err)
-		}
+		b := readFile(t, vhdFixture(t, patternDisk(64<<10, 1), opts))
 		out = append(out, b)
 	}
 	return append(out, vhdSampleBytes(t, "go-vhd/win8.vhd"))
 }
 
-func TestVHDCheckCrafted(t *testing.T) {
-	for i, seed := range vhdCheckSeeds(t) {
-		for _, v := range corruptVariants(seed, int64(i), 15) {
-			tryCrafted(t, "c.vhd", v, runCheck)
-		}
-	}
-}
+func TestVHDCheckCrafted(t *testing.T) { tryVariants(t, "c.vhd", vhdCheckSeeds(t), 15, runCheck) }
 
-func FuzzVHDCheck(f *testing.F) {
-	for _, b := range vhdCheckSeeds(f) {
-		f.Add(b)
-	}
-	f.Fuzz(func(t *testing.T, data []byte) {
-		tryCrafted(t, "f.vhd", data, runCheck)
-	})
-}
+func FuzzVHDCheck(f *testing.F) { fuzzCrafted(f, "f.vhd", vhdCheckSeeds(f), runCheck) }

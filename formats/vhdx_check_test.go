@@ -3,7 +3,6 @@ package formats
 import (
 	"encoding/binary"
 	"math/rand"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -36,7 +35,7 @@ func TestVHDXCheckClean(t *testing.T) {
 		}},
 		// A log still to replay is not an inconsistency.
 		{"sample-dirty-log", func(t *testing.T) string {
-			return vhdxSample(t, "qemu-iotests/iotest-dirtylog-10G-4M.vhdx.bz2")
+			return sampleFile(t, "qemu-iotests/iotest-dirtylog-10G-4M.vhdx.bz2")
 		}},
 	}
 	for _, tc := range cases {
@@ -59,10 +58,7 @@ func TestVHDXCheckClean(t *testing.T) {
 
 func TestVHDXCheckDamage(t *testing.T) {
 	src := vhdxCheckFixture(t, "subformat=dynamic,block_size=1M")
-	orig, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
+	orig := readFile(t, src)
 	le := binary.LittleEndian
 	// The BAT and the metadata table, from region table 1.
 	var batOff, metaOff int64
@@ -112,11 +108,7 @@ func TestVHDXCheckDamage(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel() // most time goes to qemu processes
-			b := append([]byte(nil), orig...)
-			copy(b[tc.off:], tc.bytes)
-			p := writeTemp(t, "disk.vhdx", b)
-			f := checkFindings(t, p)
-			t.Logf("findings: %q", f)
+			f, p := damagedFindings(t, "disk.vhdx", orig, tc.off, tc.bytes)
 			if !hasFinding(f, tc.want) {
 				t.Fatalf("findings %q lack %q", f, tc.want)
 			}

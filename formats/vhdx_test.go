@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
-	"io"
 	"io/fs"
 	"math/rand"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -21,13 +19,7 @@ import (
 // qemu-img and returns the image path and the oracle's raw bytes.
 func vhdxQemuFixture(t testing.TB, size int64, seed int64, opts string) (string, []byte) {
 	t.Helper()
-	dir := t.TempDir()
-	raw := filepath.Join(dir, "src.raw")
-	if err := os.WriteFile(raw, patternDisk(size, seed), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	img := filepath.Join(dir, "disk.vhdx")
-	qemuImg(t, "convert", "-f", "raw", "-O", "vhdx", "-o", opts, raw, img)
+	img := qemuConvert(t, t.TempDir(), patternDisk(size, seed), "vhdx", "disk.vhdx", "-o", opts)
 	return img, qemuRaw(t, "vhdx", img)
 }
 
@@ -68,10 +60,7 @@ func TestVHDXQemu(t *testing.T) {
 
 func TestVHDXReadOnly(t *testing.T) {
 	img, _ := vhdxQemuFixture(t, 2<<20, 7, "subformat=dynamic")
-	before, err := os.ReadFile(img)
-	if err != nil {
-		t.Fatal(err)
-	}
+	before := readFile(t, img)
 	d := mustOpen(t, img, Options{}) // read-write requested: still read-only
 	if _, err := d.WriteAt(make([]byte, 512), 0); !errors.Is(err, ErrReadOnly) {
 		t.Fatalf("WriteAt = %v, want ErrReadOnly", err)
@@ -92,7 +81,7 @@ func TestVHDXReadOnly(t *testing.T) {
 func TestVHDXSamples(t *testing.T) {
 	for _, row := range samples(t, "vhdx") {
 		t.Run(filepath.Base(row.Path), func(t *testing.T) {
-			p := vhdxSample(t, row.Path)
+			p := sampleFile(t, row.Path)
 			// The differencing sample's note has "EXPECT ERROR" after a
 			// description, so ExpectError (a prefix test) misses it.
 			if row.ExpectError() || row.MD5 == "-" {
@@ -156,53 +145,6 @@ func vhdxCheckDirtyLogSample(t *testing.T, d Disk) {
 			t.Fatalf("read at %d: %v, zero=%v", off, err, isZero(p))
 		}
 	}
-}
-
-// vhdxSample is sampleFile for one compressed sample, decompressed by the
-// gzip/bzip2 tools (Go's bzip2 reader under -race takes tens of seconds
-// for the 100 MiB sample) and written sparsely.
-func vhdxSample(t testing.TB, rel string) string {
-	t.Helper()
-	src := filepath.Join(samplesDir, rel)
-	tool, name := "gzip", strings.TrimSuffix(filepath.Base(rel), ".gz")
-	if strings.HasSuffix(rel, ".bz2") {
-		tool, name = "bzip2", strings.TrimSuffix(filepath.Base(rel), ".bz2")
-	}
-	dst := filepath.Join(t.TempDir(), name)
-	cmd := exec.Command(tool, "-dc", src)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("%s is not installed? %v", tool, err)
-	}
-	f, err := os.Create(dst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, 1<<20)
-	var off int64
-	for {
-		n, rerr := io.ReadFull(out, buf)
-		if n > 0 && !isZero(buf[:n]) {
-			if _, err := f.WriteAt(buf[:n], off); err != nil {
-				t.Fatal(err)
-			}
-		}
-		off += int64(n)
-		if rerr != nil {
-			break
-		}
-	}
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("%s -dc %s: %v", tool, src, err)
-	}
-	if err := f.Truncate(off); err != nil {
-		t.Fatal(err)
-	}
-	return dst
 }
 
 // ---------------------------------------------------------------------
@@ -487,10 +429,7 @@ func vhdxTestBlocks(r *rand.Rand, n, blockSize, sector int64, diff bool) map[int
 // vhdxDataWriteGUID reads the data write GUID of the current header of
 // an image made by another tool (the higher sequence number wins).
 func vhdxDataWriteGUID(t *testing.T, path string) vhdxGUID {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := readFile(t, path)
 	h1, h2 := b[64<<10:], b[128<<10:]
 	h := h1
 	if binary.LittleEndian.Uint64(h2[8:]) > binary.LittleEndian.Uint64(h1[8:]) {
@@ -524,9 +463,7 @@ func vhdxDiffChild(t *testing.T, p *vhdxDiffParent, name string, seed, sector in
 	im.blocks = vhdxTestBlocks(r, (im.size+im.blockSize-1)/im.blockSize, im.blockSize, sector, true)
 	im.parent = locator(dir, p.link)
 	child := filepath.Join(dir, name)
-	if err := os.WriteFile(child, im.build(), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, child, im.build())
 	return child, im.model(p.raw)
 }
 
@@ -818,9 +755,7 @@ func vhdxDirtyLogCase(t *testing.T, grow, wrap bool) {
 	// Oracle: qemu replays the log of a copy.
 	if !wrap {
 		cp := filepath.Join(t.TempDir(), "copy.vhdx")
-		if err := os.WriteFile(cp, dirty, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		writeFile(t, cp, dirty)
 		qemuImg(t, "check", "-r", "all", "-f", "vhdx", cp)
 		if !bytes.Equal(qemuRaw(t, "vhdx", cp), want) {
 			t.Fatal("qemu-img's replay disagrees with the model")
@@ -841,20 +776,12 @@ func vhdxDirtyLogCase(t *testing.T, grow, wrap bool) {
 
 func TestVHDXCrafted(t *testing.T) {
 	img, _ := vhdxQemuFixture(t, 3<<20+512, 4, "subformat=dynamic,block_size=1M")
-	data, err := os.ReadFile(img)
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := readFile(t, img)
 	child, _ := vhdxDiffFixture(t, 512, vhdxStdLocator)
-	cdata, err := os.ReadFile(child)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cdata := readFile(t, child)
 	for i, v := range append(corruptVariants(data, 1, 25), corruptVariants(cdata, 2, 25)...) {
 		p := filepath.Join(filepath.Dir(child), "crafted.vhdx")
-		if err := os.WriteFile(p, v, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		writeFile(t, p, v)
 		d, err := Open(p, Options{ReadOnly: true})
 		if err != nil {
 			if !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrUnsupported) && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, ErrUnknownFormat) {
@@ -1015,7 +942,7 @@ func FuzzVHDX(f *testing.F) {
 	diff.blocks[0].present[3] = true
 	f.Add(vhdxFuzzEncode(diff.build()))
 	// The dirty-log sample, without its 0xa5 data pages.
-	if b, err := os.ReadFile(vhdxSample(f, "qemu-iotests/iotest-dirtylog-10G-4M.vhdx.bz2")); err == nil {
+	if b, err := os.ReadFile(sampleFile(f, "qemu-iotests/iotest-dirtylog-10G-4M.vhdx.bz2")); err == nil {
 		enc := vhdxFuzzEncode(b[:min(len(b), 8<<20)])
 		var keep []byte
 		for len(enc) >= 6 {

@@ -21,17 +21,11 @@ import (
 // of it (the oracle).
 func vmdkFixture(t testing.TB, dir, name, subformat string, size, seed int64, opts ...string) (string, []byte) {
 	t.Helper()
-	raw := filepath.Join(dir, name+".raw")
-	if err := os.WriteFile(raw, patternDisk(size, seed), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(dir, name+".vmdk")
 	o := "subformat=" + subformat
 	for _, x := range opts {
 		o += "," + x
 	}
-	qemuImg(t, "convert", "-f", "raw", "-O", "vmdk", "-o", o, raw, p)
-	removeFile(t, raw)
+	p := qemuConvert(t, dir, patternDisk(size, seed), "vmdk", name+".vmdk", "-o", o)
 	return p, qemuRaw(t, "vmdk", p)
 }
 
@@ -50,10 +44,7 @@ func vmdkHashFiles(t testing.TB, paths ...string) string {
 	t.Helper()
 	h := md5.New()
 	for _, p := range paths {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
+		b := readFile(t, p)
 		h.Write(b)
 	}
 	return hex.EncodeToString(h.Sum(nil))
@@ -156,14 +147,9 @@ func TestVMDKSamples(t *testing.T) {
 				t.Logf("%s: %v", s.Path, err)
 				return
 			}
-			d := mustOpen(t, p, Options{ReadOnly: true})
-			if d.Size() != s.VSize {
-				t.Fatalf("size %d, want %d", d.Size(), s.VSize)
-			}
-			if d.Size() <= 64<<20 {
-				if got := diskMD5(t, d); got != s.MD5 {
-					t.Fatalf("md5 %s, want %s", got, s.MD5)
-				}
+			small := s.VSize <= 64<<20
+			d := openSample(t, p, s, small)
+			if small {
 				return
 			}
 			// Huge and mostly zero: compare the stored grains and samples of
@@ -448,9 +434,7 @@ func TestVMDKCustomDescriptor(t *testing.T) {
 	}
 	// A flat extent with a space in its name, starting 4 sectors in.
 	flat := patternDisk(512<<10, 32)
-	if err := os.WriteFile(filepath.Join(dir, "my flat file.bin"), append(bytes.Repeat([]byte{0xee}, 4*512), flat...), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, filepath.Join(dir, "my flat file.bin"), append(bytes.Repeat([]byte{0xee}, 4*512), flat...))
 	desc := strings.Join([]string{
 		"# Disk DescriptorFile",
 		"version=1",
@@ -468,9 +452,7 @@ func TestVMDKCustomDescriptor(t *testing.T) {
 		"ddb.adapterType = \"lsilogic\"",
 	}, "\r\n") + "\r\n"
 	p := filepath.Join(dir, "custom.vmdk")
-	if err := os.WriteFile(p, []byte(desc), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, p, []byte(desc))
 	// The oracle: qemu's reading of each piece, placed end to end.
 	want := append(append(append(append([]byte(nil), spWant...), make([]byte, 300*512)...), flat...), make([]byte, 8*512)...)
 	d := mustOpen(t, p, Options{})
@@ -568,9 +550,7 @@ func vmdkMakeCOWD(t testing.TB, path string, data []byte, grainSectors int) {
 		file = append(append(file, table...), grainData...)
 	}
 	le.PutUint32(file[28:], uint32(len(file)/512)) // next free sector
-	if err := os.WriteFile(path, file, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, path, file)
 }
 
 // vmdkMakeSESparse writes an ESXi seSparse extent over data: non-zero
@@ -653,9 +633,7 @@ func vmdkESXChild(t testing.TB, path, createType, extType, extent string, sector
 	pd.Close()
 	desc := fmt.Sprintf("# Disk DescriptorFile\nversion=1\nencoding=\"UTF-8\"\nCID=fedcba98\nparentCID=%s\nisNativeSnapshot=\"no\"\ncreateType=\"%s\"\nparentFileNameHint=\"%s\"\n# Extent description\nRW %d %s \"%s\"\n\n# The Disk Data Base\n#DDB\n\nddb.longContentID = \"0123456789abcdef0123456789abcdef\"\n",
 		pcid, createType, filepath.Base(parent), sectors, extType, extent)
-	if err := os.WriteFile(path, []byte(desc), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, path, []byte(desc))
 }
 
 // vmdkOverlay returns parent with the non-zero 4 KiB blocks of child over it.
@@ -752,14 +730,9 @@ func TestVMDKCorruptVariants(t *testing.T) {
 		{cowd, filepath.Join(dir, "c.vmdk")}, {se, filepath.Join(dir, "s.vmdk")},
 		{filepath.Join(dir, "c.vmdk"), filepath.Join(dir, "c.vmdk")},
 	} {
-		orig, err := os.ReadFile(c.file)
-		if err != nil {
-			t.Fatal(err)
-		}
+		orig := readFile(t, c.file)
 		for i, v := range corruptVariants(orig, int64(len(orig)), 40) {
-			if err := os.WriteFile(c.file, v, 0o644); err != nil {
-				t.Fatal(err)
-			}
+			writeFile(t, c.file, v)
 			d, err := Open(c.open, Options{ReadOnly: true})
 			if err != nil {
 				if !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrUnsupported) && !errors.Is(err, ErrUnknownFormat) && !errors.Is(err, fs.ErrNotExist) {
@@ -783,10 +756,7 @@ func FuzzVMDK(f *testing.F) {
 	mono, _ := vmdkFixture(f, dir, "mono", "monolithicSparse", 128<<10, 81, "zeroed_grain=on")
 	stream, _ := vmdkFixture(f, dir, "stream", "streamOptimized", 128<<10, 82)
 	for _, p := range []string{mono, stream, filepath.Join(samplesDir, "go-vmdk-parser", "vmdk-streamoptimized.img")} {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			f.Fatal(err)
-		}
+		b := readFile(f, p)
 		f.Add(b)
 	}
 	f.Add([]byte("# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\ncreateType=\"custom\"\nRW 16 ZERO\nRW 8 FLAT \"fuzz.vmdk\" 1 uuid\n"))
@@ -806,20 +776,13 @@ func BenchmarkVMDKSeqRead(b *testing.B)  { vmdkBench(b, false) }
 func BenchmarkVMDKRandRead(b *testing.B) { vmdkBench(b, true) }
 
 func BenchmarkVMDKOpen2TiB(b *testing.B) {
+	var cases []benchOpenCase
 	for _, size := range []string{"2M", "2T"} {
-		b.Run(size, func(b *testing.B) {
-			p := filepath.Join(b.TempDir(), "disk.vmdk")
-			qemuImg(b, "create", "-q", "-f", "vmdk", p, size)
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				d, err := Open(p, Options{ReadOnly: true})
-				if err != nil {
-					b.Fatal(err)
-				}
-				d.Close()
-			}
-		})
+		p := filepath.Join(b.TempDir(), size+".vmdk")
+		qemuImg(b, "create", "-q", "-f", "vmdk", p, size)
+		cases = append(cases, benchOpenCase{size, p})
 	}
+	benchOpens(b, false, cases...)
 }
 
 // TestVMDKSplitBoundaries reads and writes across the 2 GiB extent
@@ -894,10 +857,7 @@ func TestVMDKSplitBoundaries(t *testing.T) {
 func TestVMDKDescriptorBytesAfterNUL(t *testing.T) {
 	dir := t.TempDir()
 	p, _ := vmdkFixture(t, dir, "disk", "monolithicFlat", 1<<20+7*512, 5, "adapter_type=lsilogic")
-	old, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	old := readFile(t, p)
 	text := old
 	if i := bytes.IndexByte(old, 0); i >= 0 {
 		text = old[:i]
@@ -914,9 +874,7 @@ func TestVMDKDescriptorBytesAfterNUL(t *testing.T) {
 	if isZero(file[len(rewritten):]) {
 		t.Fatalf("no old bytes left after the NUL (qemu's CID was 1 digit?)\n%q", file)
 	}
-	if err := os.WriteFile(p, file, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, p, file)
 	want := qemuRaw(t, "vmdk", p)
 	d := mustOpen(t, p, Options{ReadOnly: true})
 	if info := d.Info(); info.Format != "vmdk" || info.Metadata["CID"] != "1" {
