@@ -71,13 +71,7 @@ func verifyCommand(c *cli.Context) error {
 
 // storedHash finds a hash the image itself records (EWF, AFF).
 func storedHash(info formats.Info, algo string) string {
-	for k, v := range info.Metadata {
-		k = strings.ToLower(strings.ReplaceAll(k, "-", ""))
-		if k == algo || k == "stored "+algo || k == "stored_"+algo || k == algo+"_hash" {
-			return v
-		}
-	}
-	return ""
+	return info.Hashes[algo]
 }
 
 // verifyDisk reads all of d, hashing it; a range that fails to read is a

@@ -100,6 +100,7 @@ type affMember struct {
 }
 
 type affDisk struct {
+	readOnlyFormat
 	path      string
 	members   []affMember
 	afd       bool
@@ -184,7 +185,6 @@ func (d *affDisk) walk(mi int, st *affState) error {
 	if !bytes.Equal(hdr, affMagic) {
 		return corruptf("aff", m.path, 0, "no AFF10 signature")
 	}
-	meta := st.meta
 	head := make([]byte, affHeadSize+affMaxNameLen)
 	off := int64(len(affMagic))
 	for off < m.size {
@@ -208,7 +208,7 @@ func (d *affDisk) walk(mi int, st *affState) error {
 			return corruptf("aff", m.path, off, "segment (name %d bytes, data %d bytes) runs past the end of the file", nameLen, dataLen)
 		}
 		name := string(head[affHeadSize : affHeadSize+nameLen])
-		pn, isPage := affPageNumber(name)
+		_, isPage := affPageNumber(name)
 		// A page's tail is checked when the page is read, saving a read
 		// per page at open; a wrong length is caught at the next header.
 		if !isPage {
@@ -220,68 +220,95 @@ func (d *affDisk) walk(mi int, st *affState) error {
 				return corruptf("aff", m.path, off, "segment %q: bad tail", name)
 			}
 		}
-		segOff, dataOff := off, off+affHeadSize+nameLen
+		sg := affSegment{name: name, off: off, dataOff: off + affHeadSize + nameLen, dataLen: dataLen, arg: arg}
 		off += segLen
+		if err := d.takeSegment(mi, st, sg); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
-		if name == "" {
-			continue // a deleted segment
+// affSegment is one segment found by walk.
+type affSegment struct {
+	name    string
+	off     int64 // of the segment header
+	dataOff int64
+	dataLen int64
+	arg     uint32
+}
+
+// takeSegment records what segment sg of member mi says: a page, the
+// geometry, or a metadata value (the first copy of each wins). Features
+// vdflat cannot read are refused here.
+func (d *affDisk) takeSegment(mi int, st *affState, sg affSegment) error {
+	m := &d.members[mi]
+	name, dataOff, dataLen, arg := sg.name, sg.dataOff, sg.dataLen, sg.arg
+	if name == "" {
+		return nil // a deleted segment
+	}
+	if strings.HasSuffix(name, "/aes256") || name == "affkey_aes256" || strings.HasPrefix(name, "affkey_evp") {
+		return unsupportedf("aff", m.path, "encrypted AFF (segment %q)", name)
+	}
+	if pn, isPage := affPageNumber(name); isPage {
+		if pn >= affMaxPages {
+			return corruptf("aff", m.path, dataOff, "page number %d too large", pn)
 		}
-		if strings.HasSuffix(name, "/aes256") || name == "affkey_aes256" || strings.HasPrefix(name, "affkey_evp") {
-			return unsupportedf("aff", m.path, "encrypted AFF (segment %q)", name)
-		}
-		if isPage {
-			if pn >= affMaxPages {
-				return corruptf("aff", m.path, dataOff, "page number %d too large", pn)
-			}
-			st.pages = append(st.pages, affPage{file: mi, n: pn, seg: segOff, off: dataOff, size: dataLen, arg: arg})
-			st.maxPage = max(st.maxPage, pn)
-			continue
-		}
-		switch name {
-		case "pagesize", "segsize":
-			d.pageSize = int64(arg)
-			continue
-		case "imagesize":
-			q, err := d.quad(m, dataOff, dataLen)
-			if err != nil {
-				return err
-			}
-			st.imageSize = q
-		case "sectorsize":
-			meta["sectorsize"] = strconv.FormatUint(uint64(arg), 10)
-			continue
-		case "aff_file_type":
-			switch v, _ := d.small(m, dataOff, dataLen); string(v) {
-			case "AFM":
-				return unsupportedf("aff", m.path, "AFM file (AFF metadata with split raw data)")
-			case "AFD":
-				if !d.afd {
-					return unsupportedf("aff", m.path, "a member of an AFD directory: open the directory %s", filepath.Dir(m.path))
-				}
-				continue
-			}
-		case "raw_image_file_extension", "pages_per_raw_image_file":
-			return unsupportedf("aff", m.path, "AFM (AFF metadata with split raw data)")
-		case "badflag", "dir":
-			continue
-		}
-		if _, dup := meta[name]; dup || strings.Contains(name, "/") || len(meta) >= affMaxMetaCount || dataLen > affMaxMetaBytes {
-			continue
-		}
-		v, err := d.small(m, dataOff, dataLen)
+		st.pages = append(st.pages, affPage{file: mi, n: pn, seg: sg.off, off: dataOff, size: dataLen, arg: arg})
+		st.maxPage = max(st.maxPage, pn)
+		return nil
+	}
+	switch name {
+	case "pagesize", "segsize":
+		d.pageSize = int64(arg)
+		return nil
+	case "imagesize":
+		q, err := d.quad(m, dataOff, dataLen)
 		if err != nil {
 			return err
 		}
-		switch {
-		case name == "md5" || name == "sha1" || name == "sha256" || name == "image_gid":
-			meta[name] = hex.EncodeToString(v)
-		case arg&affSegQuad != 0 && len(v) == 8:
-			meta[name] = strconv.FormatInt(affQuad(v), 10)
-		case len(v) == 0:
-			meta[name] = strconv.FormatUint(uint64(arg), 10)
-		case utf8.Valid(v):
-			meta[name] = strings.TrimRight(string(v), "\x00\r\n")
+		st.imageSize = q
+	case "sectorsize":
+		st.meta["sectorsize"] = strconv.FormatUint(uint64(arg), 10)
+		return nil
+	case "aff_file_type":
+		switch v, _ := d.small(m, dataOff, dataLen); string(v) {
+		case "AFM":
+			return unsupportedf("aff", m.path, "AFM file (AFF metadata with split raw data)")
+		case "AFD":
+			if !d.afd {
+				return unsupportedf("aff", m.path, "a member of an AFD directory: open the directory %s", filepath.Dir(m.path))
+			}
+			return nil
 		}
+	case "raw_image_file_extension", "pages_per_raw_image_file":
+		return unsupportedf("aff", m.path, "AFM (AFF metadata with split raw data)")
+	case "badflag", "dir":
+		return nil
+	}
+	return d.takeMeta(m, st.meta, sg)
+}
+
+// takeMeta keeps a segment's value in meta, within bounds: hashes and the
+// image GID in hex, numbers in decimal, text as it is.
+func (d *affDisk) takeMeta(m *affMember, meta map[string]string, sg affSegment) error {
+	name := sg.name
+	if _, dup := meta[name]; dup || strings.Contains(name, "/") || len(meta) >= affMaxMetaCount || sg.dataLen > affMaxMetaBytes {
+		return nil
+	}
+	v, err := d.small(m, sg.dataOff, sg.dataLen)
+	if err != nil {
+		return err
+	}
+	switch {
+	case name == "md5" || name == "sha1" || name == "sha256" || name == "image_gid":
+		meta[name] = hex.EncodeToString(v)
+	case sg.arg&affSegQuad != 0 && len(v) == 8:
+		meta[name] = strconv.FormatInt(affQuad(v), 10)
+	case len(v) == 0:
+		meta[name] = strconv.FormatUint(uint64(sg.arg), 10)
+	case utf8.Valid(v):
+		meta[name] = strings.TrimRight(string(v), "\x00\r\n")
 	}
 	return nil
 }
@@ -345,8 +372,17 @@ func (d *affDisk) finish(st *affState) error {
 		ClusterSize: d.pageSize, Allocated: d.allocated, ReadOnly: true,
 		ReadOnlyReason: "AFF images are evidence containers; vdflat reads them only",
 		Metadata:       meta, Warnings: warnings,
+		Hashes: storedHashes(meta), Acquisition: acquisitionFrom(meta, affAcquisitionKeys),
 	}
 	return nil
+}
+
+// affAcquisitionKeys names the segments (afflib's names) that fill
+// Info().Acquisition.
+var affAcquisitionKeys = Acquisition{
+	CaseNumber: "case_num", Examiner: "acquisition_tech", Notes: "acquisition_notes",
+	Date: "acquisition_date", Software: "creator",
+	DeviceModel: "device_model", DeviceSerial: "device_sn",
 }
 
 // affPageNumber parses "page<N>" and the older "seg<N>" (not page<N>_md5).
@@ -507,30 +543,21 @@ func affLZMAReader(src []byte, pageSize int64) (io.Reader, error) {
 func (d *affDisk) Size() int64 { return d.size }
 
 func (d *affDisk) ReadAt(p []byte, off int64) (int, error) {
-	if err := checkIO(p, off); err != nil {
-		return 0, err
+	return readUnits(p, off, d.size, d.pageSize, d.readPage)
+}
+
+// readPage fills q, which lies within one page, from that page.
+func (d *affDisk) readPage(q []byte, off int64) error {
+	b, err := d.decode(off / d.pageSize)
+	if err != nil {
+		return err
 	}
-	n := len(p)
-	for len(p) > 0 {
-		if off >= d.size {
-			clear(p)
-			break
-		}
-		pn := off / d.pageSize
-		in := off % d.pageSize
-		c := min(int64(len(p)), d.pageSize-in, d.size-off)
-		b, err := d.decode(pn)
-		if err != nil {
-			return 0, err
-		}
-		k := 0
-		if in < int64(len(b)) {
-			k = copy(p[:c], b[in:])
-		}
-		clear(p[k:c]) // missing, zero or short pages
-		p, off = p[c:], off+c
+	k := 0
+	if in := off % d.pageSize; in < int64(len(b)) {
+		k = copy(q, b[in:])
 	}
-	return n, nil
+	clear(q[k:]) // missing, zero or short pages
+	return nil
 }
 
 // Map reports stored pages as allocated; missing and zero pages are holes.
@@ -562,15 +589,6 @@ func (d *affDisk) Map(off, length int64) (bool, int64, error) {
 	return true, min(end, d.size, off+length) - off, nil
 }
 
-func (d *affDisk) WriteAt(p []byte, off int64) (int, error) {
-	if err := checkIO(p, off); err != nil {
-		return 0, err
-	}
-	return 0, ErrReadOnly
-}
-
-func (d *affDisk) Flush() error { return nil }
-
 func (d *affDisk) Close() error {
 	var err error
 	for _, m := range d.members {
@@ -584,5 +602,3 @@ func (d *affDisk) Close() error {
 func (d *affDisk) Info() Info {
 	return d.info.clone()
 }
-
-var _ Mapper = (*affDisk)(nil)

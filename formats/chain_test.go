@@ -2,7 +2,6 @@ package formats
 
 import (
 	"crypto/sha256"
-	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -52,7 +51,7 @@ func TestChainsMixingFormats(t *testing.T) {
 			}
 			sums := map[string][32]byte{}
 			for _, p := range paths[:2] {
-				b, _ := os.ReadFile(p)
+				b := readFile(t, p)
 				sums[p] = sha256.Sum256(b)
 			}
 			randomWrites(t, d, want, 40, 5)
@@ -64,7 +63,7 @@ func TestChainsMixingFormats(t *testing.T) {
 			}
 			qemuCheck(t, topFmt, top)
 			for _, p := range paths[:2] {
-				b, _ := os.ReadFile(p)
+				b := readFile(t, p)
 				if sha256.Sum256(b) != sums[p] {
 					t.Fatalf("writing the top changed %s", filepath.Base(p))
 				}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"reflect"
 	"runtime"
@@ -57,17 +56,7 @@ func commonThen(fs ...func(t *testing.T, b []byte) []byte) func(t *testing.T, b 
 
 // commonFixture converts a small pattern disk to fmtName with qemu-img.
 func commonFixture(t *testing.T, fmtName string, size int64, opts ...string) []byte {
-	dir := t.TempDir()
-	raw := writeTemp(t, "src.raw", patternDisk(size, 7))
-	out := filepath.Join(dir, "fixture."+fmtName)
-	args := []string{"convert", "-f", "raw", "-O", fmtName}
-	args = append(args, opts...)
-	qemuImg(t, append(args, raw, out)...)
-	b, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return readFile(t, qemuConvert(t, t.TempDir(), patternDisk(size, 7), fmtName, "fixture."+fmtName, opts...))
 }
 
 // VHD: both footer copies, then their checksums.
@@ -263,10 +252,7 @@ func TestCraftedHugeAllocations(t *testing.T) {
 		{"partitions", func(t *testing.T) []byte {
 			p := writeTemp(t, "disk.img", make([]byte, 4<<20))
 			sfdiskTable(t, p, "label: gpt\nstart=2048,size=2048,type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\n")
-			b, err := os.ReadFile(p)
-			if err != nil {
-				t.Fatal(err)
-			}
+			b := readFile(t, p)
 			return b
 		}, []commonPatch{
 			{name: "entry-count", apply: commonGPT(80, 4, big32)},
@@ -370,15 +356,11 @@ func TestMapRunsAgainstQemu(t *testing.T) {
 				opts = []string{"-o", "cluster_size=64k"} // the 1 MiB default leaves no hole
 			}
 			if base == "" {
-				if err := os.WriteFile(p, commonFixture(t, fmtName, size, opts...), 0o644); err != nil {
-					t.Fatal(err)
-				}
+				writeFile(t, p, commonFixture(t, fmtName, size, opts...))
 			} else {
 				// A child holding a little data over a parent with holes.
 				bp := p + ".base"
-				if err := os.WriteFile(bp, commonFixture(t, base, size), 0o644); err != nil {
-					t.Fatal(err)
-				}
+				writeFile(t, bp, commonFixture(t, base, size))
 				qemuImg(t, "create", "-q", "-f", fmtName, "-b", bp, "-F", base, p)
 				run(t, "qemu-io", "-f", fmtName, "-c", "write -P 7 3M 64k", p)
 			}
@@ -425,7 +407,7 @@ func TestMapRunsAgainstQemu(t *testing.T) {
 // commonFuzzDisk is fuzzOpen plus what else a crafted image can reach:
 // a walk of Map (checking its contract), Check, and Partitions.
 func commonFuzzDisk(t *testing.T, name string, data []byte) {
-	fuzzOpen(t, name, data)
+	tryCrafted(t, name, data, readSome)
 	p := writeTemp(t, name, data)
 	d, err := Open(p, Options{ReadOnly: true})
 	if err != nil {

@@ -112,6 +112,7 @@ type dmgChunk struct {
 func (c *dmgChunk) vEnd() int64 { return c.vOff + c.vLen }
 
 type dmgDisk struct {
+	readOnlyFormat
 	f     *os.File
 	path  string
 	size  int64
@@ -130,8 +131,6 @@ type dmgFlight struct {
 	buf  []byte
 	err  error
 }
-
-var _ Mapper = (*dmgDisk)(nil)
 
 // dmgKoly holds the trailer fields vdflat uses.
 type dmgKoly struct {
@@ -184,84 +183,17 @@ func dmgLoad(f *os.File, path string) (*dmgDisk, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dmg: %s: %w", path, err)
 	}
-	var head [8]byte
-	if fsize >= 8 {
-		if err := readFullAt(f, head[:], 0, "dmg", path); err != nil {
-			return nil, err
-		}
-		if string(head[:]) == "encrcdsa" {
-			return nil, unsupportedf("dmg", path, "encrypted disk image (encrcdsa, version 2): decrypt it first (hdiutil convert)")
-		}
-		var tail [8]byte
-		if err := readFullAt(f, tail[:], fsize-8, "dmg", path); err != nil {
-			return nil, err
-		}
-		if string(tail[:]) == "cdsaencr" {
-			return nil, unsupportedf("dmg", path, "encrypted disk image (cdsaencr, version 1): decrypt it first (hdiutil convert)")
-		}
-	}
-	tail := make([]byte, min(fsize, dmgKolySearch))
-	if err := readFullAt(f, tail, fsize-int64(len(tail)), "dmg", path); err != nil {
+	if err := dmgRefuseEncrypted(f, fsize, path); err != nil {
 		return nil, err
 	}
-	kolyOff, found := dmgFindKoly(tail, fsize)
-	if !found {
-		return nil, corruptf("dmg", path, -1, "no koly trailer in the last %d bytes", len(tail))
+	k, kolyOff, warnings, err := dmgReadKoly(f, fsize, path)
+	if err != nil {
+		return nil, err
 	}
-	if kolyOff+dmgKolySize > fsize {
-		return nil, corruptf("dmg", path, kolyOff, "file truncated: koly trailer cut short by %d bytes", kolyOff+dmgKolySize-fsize)
+	tables, source, err := dmgReadTables(f, k, kolyOff, path)
+	if err != nil {
+		return nil, err
 	}
-	kb := tail[kolyOff-(fsize-int64(len(tail))):][:dmgKolySize]
-	var warnings []string
-	if pad := fsize - kolyOff - dmgKolySize; pad > 0 {
-		warnings = append(warnings, fmt.Sprintf("%d bytes after the koly trailer ignored", pad))
-	}
-	k := dmgParseKoly(kb)
-	if k.segCount > 1 {
-		return nil, unsupportedf("dmg", path, "segmented image (segment %d of %d)", k.segNum, k.segCount)
-	}
-	inFile := func(off, n uint64) bool { return off <= uint64(kolyOff) && n <= uint64(kolyOff)-off }
-	if !inFile(k.dataOff, k.dataLen) {
-		return nil, corruptf("dmg", path, kolyOff+24, "data fork (offset %d, length %d) outside the file", k.dataOff, k.dataLen)
-	}
-	if k.sectors > dmgMaxSectors {
-		return nil, corruptf("dmg", path, kolyOff+492, "sector count %d too large", k.sectors)
-	}
-
-	var tables []dmgBlkx
-	source := ""
-	switch {
-	case k.xmlLen > 0:
-		if !inFile(k.xmlOff, k.xmlLen) || k.xmlLen > dmgMaxTableBytes {
-			return nil, corruptf("dmg", path, kolyOff+216, "XML plist (offset %d, length %d) outside the file or too large", k.xmlOff, k.xmlLen)
-		}
-		b := make([]byte, k.xmlLen)
-		if err := readFullAt(f, b, int64(k.xmlOff), "dmg", path); err != nil {
-			return nil, err
-		}
-		if tables, err = dmgParsePlist(b, int64(k.xmlOff)); err != nil {
-			return nil, corruptf("dmg", path, int64(k.xmlOff), "XML plist: %v", err)
-		}
-		source = "xml-plist"
-	case k.rsrcLen > 0:
-		if !inFile(k.rsrcOff, k.rsrcLen) || k.rsrcLen > dmgMaxTableBytes {
-			return nil, corruptf("dmg", path, kolyOff+40, "resource fork (offset %d, length %d) outside the file or too large", k.rsrcOff, k.rsrcLen)
-		}
-		b := make([]byte, k.rsrcLen)
-		if err := readFullAt(f, b, int64(k.rsrcOff), "dmg", path); err != nil {
-			return nil, err
-		}
-		if tables, err = dmgParseRsrc(b, int64(k.rsrcOff)); err != nil {
-			return nil, corruptf("dmg", path, int64(k.rsrcOff), "resource fork: %v", err)
-		}
-		source = "resource-fork"
-	default:
-		return nil, unsupportedf("dmg", path, "image without block tables (no XML plist, no resource fork)")
-	}
-	if len(tables) == 0 {
-		return nil, corruptf("dmg", path, -1, "no blkx block tables in the %s", source)
-	}
-
 	d := &dmgDisk{f: f, path: path, inflight: make(map[int]*dmgFlight)}
 	typeSectors := map[uint32]int64{} // sectors per chunk type, for the variant
 	sizeCount := map[int64]int{}      // compressed chunk sizes, for ClusterSize
@@ -281,16 +213,131 @@ func dmgLoad(f *os.File, path string) (*dmgDisk, error) {
 	if k.sectors == 0 { // old images leave it unset
 		d.size = maxEnd
 	}
+	if err := d.mergeChunks(); err != nil {
+		return nil, err
+	}
+	maxChunk := int64(SectorSize)
+	for _, c := range d.data {
+		if c.typ != dmgRaw {
+			maxChunk = max(maxChunk, c.vLen)
+		}
+	}
+	d.cache = newLRU[int, []byte](int(min(64, max(2, dmgCacheBudget/maxChunk))))
+	d.info = d.makeInfo(k, source, typeSectors, sizeCount, meta)
+	d.info.Warnings = warnings
+	return d, nil
+}
+
+// dmgRefuseEncrypted names the two encrypted containers, which have no
+// koly trailer to find.
+func dmgRefuseEncrypted(f *os.File, fsize int64, path string) error {
+	if fsize < 8 {
+		return nil
+	}
+	var head, tail [8]byte
+	if err := readFullAt(f, head[:], 0, "dmg", path); err != nil {
+		return err
+	}
+	if string(head[:]) == "encrcdsa" {
+		return unsupportedf("dmg", path, "encrypted disk image (encrcdsa, version 2): decrypt it first (hdiutil convert)")
+	}
+	if err := readFullAt(f, tail[:], fsize-8, "dmg", path); err != nil {
+		return err
+	}
+	if string(tail[:]) == "cdsaencr" {
+		return unsupportedf("dmg", path, "encrypted disk image (cdsaencr, version 1): decrypt it first (hdiutil convert)")
+	}
+	return nil
+}
+
+// dmgReadKoly finds the koly trailer near the end of the file, decodes
+// and validates it, and returns it with its offset.
+func dmgReadKoly(f *os.File, fsize int64, path string) (k dmgKoly, kolyOff int64, warnings []string, err error) {
+	tail := make([]byte, min(fsize, dmgKolySearch))
+	if err := readFullAt(f, tail, fsize-int64(len(tail)), "dmg", path); err != nil {
+		return k, 0, nil, err
+	}
+	kolyOff, found := dmgFindKoly(tail, fsize)
+	if !found {
+		return k, 0, nil, corruptf("dmg", path, -1, "no koly trailer in the last %d bytes", len(tail))
+	}
+	if kolyOff+dmgKolySize > fsize {
+		return k, 0, nil, corruptf("dmg", path, kolyOff, "file truncated: koly trailer cut short by %d bytes", kolyOff+dmgKolySize-fsize)
+	}
+	if pad := fsize - kolyOff - dmgKolySize; pad > 0 {
+		warnings = append(warnings, fmt.Sprintf("%d bytes after the koly trailer ignored", pad))
+	}
+	k = dmgParseKoly(tail[kolyOff-(fsize-int64(len(tail))):][:dmgKolySize])
+	if err := k.validate(kolyOff, path); err != nil {
+		return k, 0, nil, err
+	}
+	return k, kolyOff, warnings, nil
+}
+
+// inFile reports whether n bytes at off lie before the trailer at kolyOff.
+func (k *dmgKoly) inFile(off, n uint64, kolyOff int64) bool {
+	return off <= uint64(kolyOff) && n <= uint64(kolyOff)-off
+}
+
+// validate checks the trailer at kolyOff: one segment, a data fork in the
+// file, a sector count within bounds.
+func (k *dmgKoly) validate(kolyOff int64, path string) error {
+	if k.segCount > 1 {
+		return unsupportedf("dmg", path, "segmented image (segment %d of %d)", k.segNum, k.segCount)
+	}
+	if !k.inFile(k.dataOff, k.dataLen, kolyOff) {
+		return corruptf("dmg", path, kolyOff+24, "data fork (offset %d, length %d) outside the file", k.dataOff, k.dataLen)
+	}
+	if k.sectors > dmgMaxSectors {
+		return corruptf("dmg", path, kolyOff+492, "sector count %d too large", k.sectors)
+	}
+	return nil
+}
+
+// dmgReadTables reads the block tables from the XML plist or, in older
+// images, the resource fork; source names which.
+func dmgReadTables(f *os.File, k dmgKoly, kolyOff int64, path string) (tables []dmgBlkx, source string, err error) {
+	var off, n uint64
+	var kolyField int64 // where the trailer records off, for messages
+	var what string
+	var parse func([]byte, int64) ([]dmgBlkx, error)
+	switch {
+	case k.xmlLen > 0:
+		off, n, kolyField, parse, source, what = k.xmlOff, k.xmlLen, 216, dmgParsePlist, "xml-plist", "XML plist"
+	case k.rsrcLen > 0:
+		off, n, kolyField, parse, source, what = k.rsrcOff, k.rsrcLen, 40, dmgParseRsrc, "resource-fork", "resource fork"
+	default:
+		return nil, "", unsupportedf("dmg", path, "image without block tables (no XML plist, no resource fork)")
+	}
+	if !k.inFile(off, n, kolyOff) || n > dmgMaxTableBytes {
+		return nil, "", corruptf("dmg", path, kolyOff+kolyField, "%s (offset %d, length %d) outside the file or too large", what, off, n)
+	}
+	b := make([]byte, n)
+	if err := readFullAt(f, b, int64(off), "dmg", path); err != nil {
+		return nil, "", err
+	}
+	if tables, err = parse(b, int64(off)); err != nil {
+		return nil, "", corruptf("dmg", path, int64(off), "%s: %v", what, err)
+	}
+	if len(tables) == 0 {
+		return nil, "", corruptf("dmg", path, -1, "no blkx block tables in the %s", source)
+	}
+	return tables, source, nil
+}
+
+// mergeChunks sorts the stored chunks, checks that they lie in the disk
+// without overlapping, and joins raw chunks stored back to back.
+func (d *dmgDisk) mergeChunks() error {
 	sort.Slice(d.data, func(i, j int) bool { return d.data[i].vOff < d.data[j].vOff })
 	var merged []dmgChunk
 	for _, c := range d.data {
 		if c.vEnd() > d.size {
-			return nil, corruptf("dmg", path, -1, "chunk at sector %d (%d sectors) runs past the disk size of %d sectors", c.vOff/SectorSize, c.vLen/SectorSize, d.size/SectorSize)
+			return corruptf("dmg", d.path, -1, "chunk at sector %d (%d sectors) runs past the disk size of %d sectors", c.vOff/SectorSize, c.vLen/SectorSize, d.size/SectorSize)
 		}
 		if n := len(merged); n > 0 {
 			p := &merged[n-1]
 			if c.vOff < p.vEnd() {
-				return nil, corruptf("dmg", path, -1, "chunks overlap at sector %d", c.vOff/SectorSize)
+				return corruptf("dmg", d.path, -1, "chunks overlap at sector %d", c.vOff/SectorSize)
 			}
 			// Adjacent raw chunks stored back to back are one pread.
 			if p.typ == dmgRaw && c.typ == dmgRaw && p.vEnd() == c.vOff && p.fOff+p.vLen == c.fOff && p.fLen == p.vLen {
@@ -302,17 +349,7 @@ func dmgLoad(f *os.File, path string) (*dmgDisk, error) {
 		merged = append(merged, c)
 	}
 	d.data = merged
-
-	maxChunk := int64(SectorSize)
-	for _, c := range d.data {
-		if c.typ != dmgRaw {
-			maxChunk = max(maxChunk, c.vLen)
-		}
-	}
-	d.cache = newLRU[int, []byte](int(min(64, max(2, dmgCacheBudget/maxChunk))))
-	d.info = d.makeInfo(k, source, typeSectors, sizeCount, meta)
-	d.info.Warnings = warnings
-	return d, nil
+	return nil
 }
 
 // addTable adds one mish block table's stored chunks and returns the end
@@ -428,19 +465,9 @@ func (d *dmgDisk) makeInfo(k dmgKoly, source string, typeSectors map[uint32]int6
 	return info
 }
 
-func (d *dmgDisk) Size() int64 { return d.size }
-func (d *dmgDisk) Info() Info  { return d.info }
-func (d *dmgDisk) Flush() error {
-	return nil
-}
+func (d *dmgDisk) Size() int64  { return d.size }
+func (d *dmgDisk) Info() Info   { return d.info }
 func (d *dmgDisk) Close() error { return d.f.Close() }
-
-func (d *dmgDisk) WriteAt(p []byte, off int64) (int, error) {
-	if err := checkIO(p, off); err != nil {
-		return 0, err
-	}
-	return 0, ErrReadOnly
-}
 
 // find returns the index of the first stored chunk that ends after off.
 func (d *dmgDisk) find(off int64) int {
@@ -457,18 +484,12 @@ func (d *dmgDisk) find(off int64) int {
 }
 
 func (d *dmgDisk) ReadAt(p []byte, off int64) (int, error) {
-	if err := checkIO(p, off); err != nil {
-		return 0, err
-	}
-	n := len(p)
-	if off >= d.size {
-		clear(p)
-		return n, nil
-	}
-	if rem := d.size - off; int64(len(p)) > rem {
-		clear(p[rem:])
-		p = p[:rem]
-	}
+	return readUnits(p, off, d.size, 0, d.read)
+}
+
+// read fills p from off chunk by chunk; what no chunk holds reads as
+// zeros.
+func (d *dmgDisk) read(p []byte, off int64) error {
 	for i := d.find(off); len(p) > 0; i++ {
 		if i >= len(d.data) {
 			clear(p)
@@ -486,18 +507,18 @@ func (d *dmgDisk) ReadAt(p []byte, off int64) (int, error) {
 		k := min(int64(len(p)), c.vEnd()-off)
 		if c.typ == dmgRaw {
 			if err := readFullAt(d.f, p[:k], c.fOff+off-c.vOff, "dmg", d.path); err != nil {
-				return 0, err
+				return err
 			}
 		} else {
 			buf, err := d.chunk(i)
 			if err != nil {
-				return 0, err
+				return err
 			}
 			copy(p[:k], buf[off-c.vOff:])
 		}
 		p, off = p[k:], off+k
 	}
-	return n, nil
+	return nil
 }
 
 // Map reports stored chunks as allocated, zero chunks and gaps as holes.

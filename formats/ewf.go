@@ -112,6 +112,7 @@ type ewfEntries struct {
 }
 
 type ewfDisk struct {
+	readOnlyFormat
 	path       string
 	segs       []*ewfSegment
 	size       int64
@@ -178,17 +179,43 @@ func ewfSegmentPath(first string, n int) (string, error) {
 	return strings.TrimSuffix(first, ext) + "." + e, nil
 }
 
+// ewfSets is what the walk over every segment's sections gathers beside
+// the tables: the volume geometry and the metadata sections.
+type ewfSets struct {
+	vol                      *ewfVolume
+	header, header2, xheader []byte
+	meta                     map[string]string
+	warnings                 []string
+	done                     bool // a done section ended the set
+}
+
 func (d *ewfDisk) open() error {
-	// Read the first segment; it may be a symlink with any name, so name
-	// the following segments after its target.
+	st := &ewfSets{meta: map[string]string{}}
+	if err := d.walkSegments(st); err != nil {
+		return err
+	}
+	if st.vol == nil {
+		return corruptf("ewf", d.path, -1, "no volume section")
+	}
+	if err := st.vol.validate(d.path); err != nil {
+		return err
+	}
+	d.chunkSize = st.vol.sectorsPerChunk * st.vol.bytesPerSector
+	d.size = st.vol.sectors * st.vol.bytesPerSector
+	d.nchunks = (d.size + d.chunkSize - 1) / d.chunkSize
+	if err := d.indexTables(); err != nil {
+		return err
+	}
+	d.info = d.describe(st)
+	return nil
+}
+
+// walkSegments opens the segments one after another, from the first
+// (which may be a symlink with any name, so the following segments are
+// named after its target) to the one with a done section.
+func (d *ewfDisk) walkSegments(st *ewfSets) error {
 	first := d.path
-	var vol []byte
-	var volE01 bool
-	meta := map[string]string{}
-	var header, header2, xheader []byte
-	var warnings []string
-	done := false
-	for n := 1; !done; n++ {
+	for n := 1; !st.done; n++ {
 		if n > ewfMaxSegments {
 			return corruptf("ewf", d.path, -1, "more than %d segments", ewfMaxSegments)
 		}
@@ -213,90 +240,109 @@ func (d *ewfDisk) open() error {
 		}
 		d.segs = append(d.segs, seg)
 		for _, sec := range seg.sections {
-			switch sec.typ {
-			case "done":
-				done = true
-			case "volume", "disk", "data":
-				// The data section of later segments repeats the volume;
-				// the first one found wins.
-				if vol == nil {
-					if vol, volE01, err = d.readVolume(seg, sec); err != nil {
-						return err
-					}
-				}
-			case "table":
-				if err := d.addTable(len(d.segs)-1, sec); err != nil {
-					return err
-				}
-			case "table2":
-				d.addTable2(len(d.segs)-1, sec)
-			case "header":
-				if header == nil {
-					if header, err = d.readZlibSection(seg, sec); err != nil {
-						warnings = append(warnings, fmt.Sprintf("header section damaged: %v", err))
-					}
-				}
-			case "header2":
-				if header2 == nil {
-					if header2, err = d.readZlibSection(seg, sec); err != nil {
-						warnings = append(warnings, fmt.Sprintf("header2 section damaged: %v", err))
-					}
-				}
-			case "xheader":
-				if xheader == nil {
-					xheader, _ = d.readZlibSection(seg, sec)
-				}
-			case "hash":
-				if b, err := d.readSectionData(seg, sec, 36); err == nil && ewfChecksumOK(b[:32], b[32:36]) {
-					meta["md5"] = hex.EncodeToString(b[:16])
-				} else {
-					warnings = append(warnings, "hash section damaged; stored md5 ignored")
-				}
-			case "digest":
-				if b, err := d.readSectionData(seg, sec, 80); err == nil && ewfChecksumOK(b[:76], b[76:80]) {
-					if !ewfAllZero(b[:16]) {
-						meta["md5"] = hex.EncodeToString(b[:16])
-					}
-					if !ewfAllZero(b[16:36]) {
-						meta["sha1"] = hex.EncodeToString(b[16:36])
-					}
-				} else {
-					warnings = append(warnings, "digest section damaged; stored hashes ignored")
-				}
-			case "xhash":
-				if b, err := d.readZlibSection(seg, sec); err == nil {
-					for _, k := range []string{"MD5", "SHA1"} {
-						if v := ewfXMLValue(b, k); v != "" && meta[strings.ToLower(k)] == "" {
-							meta[strings.ToLower(k)] = strings.ToLower(v)
-						}
-					}
-				}
-			case "error2":
-				if ranges, err := d.readErrors(seg, sec); err == nil {
-					if len(ranges) > 0 {
-						meta["acquiry_read_errors"] = strings.Join(ranges, ",")
-						warnings = append(warnings, fmt.Sprintf("the imager could not read %d range(s) of the source; they hold zeros (see acquiry_read_errors)", len(ranges)))
-					}
-				} else {
-					warnings = append(warnings, "error2 section damaged; acquisition read errors unknown")
-				}
-			case "ltree", "ltypes":
-				return unsupportedf("ewf", d.path, "logical evidence (%s section)", sec.typ)
+			if err := d.readSection(st, seg, sec); err != nil {
+				return err
 			}
 		}
-		if !done {
+		if !st.done {
 			last := seg.sections[len(seg.sections)-1]
 			if last.typ != "next" {
 				return corruptf("ewf", p, last.off, "segment %d ends with a %q section instead of next or done (incomplete image?)", n, last.typ)
 			}
 		}
 	}
-	if vol == nil {
-		return corruptf("ewf", d.path, -1, "no volume section")
+	return nil
+}
+
+// readSection takes in one section of the segment just opened: the set's
+// structure (volume, tables, done) here, metadata in readMetaSection.
+func (d *ewfDisk) readSection(st *ewfSets, seg *ewfSegment, sec ewfSection) error {
+	switch sec.typ {
+	case "done":
+		st.done = true
+	case "volume", "disk", "data":
+		// The data section of later segments repeats the volume;
+		// the first one found wins.
+		if st.vol == nil {
+			vol, err := d.readVolume(seg, sec)
+			if err != nil {
+				return err
+			}
+			st.vol = vol
+		}
+	case "table":
+		return d.addTable(len(d.segs)-1, sec)
+	case "table2":
+		d.addTable2(len(d.segs)-1, sec)
+	case "ltree", "ltypes":
+		return unsupportedf("ewf", d.path, "logical evidence (%s section)", sec.typ)
+	default:
+		d.readMetaSection(st, seg, sec)
 	}
-	if err := d.setGeometry(vol, volE01); err != nil {
-		return err
+	return nil
+}
+
+// readMetaSection reads a metadata section (headers, stored hashes, read
+// errors). Damage there costs only the metadata, with a warning.
+func (d *ewfDisk) readMetaSection(st *ewfSets, seg *ewfSegment, sec ewfSection) {
+	var err error
+	switch sec.typ {
+	case "header":
+		if st.header == nil {
+			if st.header, err = d.readZlibSection(seg, sec); err != nil {
+				st.warnings = append(st.warnings, fmt.Sprintf("header section damaged: %v", err))
+			}
+		}
+	case "header2":
+		if st.header2 == nil {
+			if st.header2, err = d.readZlibSection(seg, sec); err != nil {
+				st.warnings = append(st.warnings, fmt.Sprintf("header2 section damaged: %v", err))
+			}
+		}
+	case "xheader":
+		if st.xheader == nil {
+			st.xheader, _ = d.readZlibSection(seg, sec)
+		}
+	case "hash":
+		if b, err := d.readSectionData(seg, sec, 36); err == nil && ewfChecksumOK(b[:32], b[32:36]) {
+			st.meta["md5"] = hex.EncodeToString(b[:16])
+		} else {
+			st.warnings = append(st.warnings, "hash section damaged; stored md5 ignored")
+		}
+	case "digest":
+		if b, err := d.readSectionData(seg, sec, 80); err == nil && ewfChecksumOK(b[:76], b[76:80]) {
+			if !isZero(b[:16]) {
+				st.meta["md5"] = hex.EncodeToString(b[:16])
+			}
+			if !isZero(b[16:36]) {
+				st.meta["sha1"] = hex.EncodeToString(b[16:36])
+			}
+		} else {
+			st.warnings = append(st.warnings, "digest section damaged; stored hashes ignored")
+		}
+	case "xhash":
+		if b, err := d.readZlibSection(seg, sec); err == nil {
+			for _, k := range []string{"MD5", "SHA1"} {
+				if v := ewfXMLValue(b, k); v != "" && st.meta[strings.ToLower(k)] == "" {
+					st.meta[strings.ToLower(k)] = strings.ToLower(v)
+				}
+			}
+		}
+	case "error2":
+		if ranges, err := d.readErrors(seg, sec); err == nil {
+			if len(ranges) > 0 {
+				st.meta["acquiry_read_errors"] = strings.Join(ranges, ",")
+				st.warnings = append(st.warnings, fmt.Sprintf("the imager could not read %d range(s) of the source; they hold zeros (see acquiry_read_errors)", len(ranges)))
+			}
+		} else {
+			st.warnings = append(st.warnings, "error2 section damaged; acquisition read errors unknown")
+		}
 	}
+}
+
+// indexTables numbers the chunks of every table, checks that they cover
+// the volume and sizes the caches.
+func (d *ewfDisk) indexTables() error {
 	var total int64
 	for i := range d.tables {
 		d.tables[i].first = total
@@ -320,29 +366,34 @@ func (d *ewfDisk) open() error {
 	d.chunkCache = newLRU[int64, []byte](max(4, int(ewfChunkCacheBytes/d.chunkSize)))
 	bufSize := int(ewfStoredMax(d.chunkSize))
 	d.bufPool.New = func() any { b := make([]byte, bufSize); return &b }
+	return nil
+}
 
+// describe builds the Info of an opened set.
+func (d *ewfDisk) describe(st *ewfSets) Info {
 	// Metadata: header2 (UTF-16) is the richest; header is its ASCII twin.
-	variant := ewfVariant(header, header2, xheader, vol, volE01, d)
-	for k, v := range ewfHeaderValues(header, false) {
+	variant := ewfVariant(st.header, st.header2, st.xheader, st.vol, d)
+	meta := st.meta
+	for k, v := range ewfHeaderValues(st.header, false) {
 		meta[k] = v
 	}
-	for k, v := range ewfHeaderValues(header2, true) {
+	for k, v := range ewfHeaderValues(st.header2, true) {
 		meta[k] = v
 	}
-	meta["bytes_per_sector"] = strconv.FormatInt(int64(binary.LittleEndian.Uint32(vol[12:16])), 10)
-	meta["sectors_per_chunk"] = strconv.FormatInt(int64(binary.LittleEndian.Uint32(vol[8:12])), 10)
+	meta["bytes_per_sector"] = strconv.FormatInt(st.vol.bytesPerSector, 10)
+	meta["sectors_per_chunk"] = strconv.FormatInt(st.vol.sectorsPerChunk, 10)
 	files := make([]string, len(d.segs))
 	for i, s := range d.segs {
 		files[i] = s.path
 	}
 	files[0] = d.path
-	d.info = Info{
+	return Info{
 		Format: "ewf", Variant: variant, Path: d.path, Files: files, Size: d.size,
 		ClusterSize: d.chunkSize, Allocated: d.size, ReadOnly: true,
 		ReadOnlyReason: "EWF images are evidence containers; vdflat reads them only",
-		Metadata:       meta, Warnings: warnings,
+		Metadata:       meta, Warnings: st.warnings,
+		Hashes: storedHashes(meta), Acquisition: acquisitionFrom(meta, ewfAcquisitionKeys),
 	}
-	return nil
 }
 
 // openSegment opens segment n and walks its section descriptors.
@@ -363,20 +414,8 @@ func (d *ewfDisk) openSegment(p string, n int) (*ewfSegment, error) {
 	if err := readFullAt(f, fh[:], 0, "ewf", p); err != nil {
 		return fail(err)
 	}
-	switch {
-	case bytes.Equal(fh[:8], ewfSigE01):
-	case bytes.Equal(fh[:8], ewfSigL01):
-		return fail(unsupportedf("ewf", p, "logical evidence file (LVF, .L01)"))
-	case bytes.Equal(fh[:8], ewfSigEx2), bytes.Equal(fh[:8], ewfSigLx2):
-		return fail(unsupportedf("ewf", p, "EWF version 2 (Ex01/Lx01, EnCase 7 \"EVF2\")"))
-	default:
-		return fail(corruptf("ewf", p, 0, "segment %d has no EWF signature", n))
-	}
-	if got := int(binary.LittleEndian.Uint16(fh[9:11])); got != n {
-		if n == 1 && got > 1 {
-			return fail(corruptf("ewf", p, 9, "segment number %d in the header: open the set's first segment (.E01)", got))
-		}
-		return fail(corruptf("ewf", p, 9, "segment number %d in the header, expected %d", got, n))
+	if err := ewfDecodeFileHeader(fh[:]).validate(p, n); err != nil {
+		return fail(err)
 	}
 	var desc [ewfDescriptorSize]byte
 	off := int64(ewfFileHeaderSize)
@@ -387,26 +426,11 @@ func (d *ewfDisk) openSegment(p string, n int) (*ewfSegment, error) {
 		if err := readFullAt(f, desc[:], off, "ewf", p); err != nil {
 			return fail(err)
 		}
-		if !ewfChecksumOK(desc[:72], desc[72:76]) {
-			return fail(corruptf("ewf", p, off, "section descriptor checksum mismatch"))
-		}
-		sec := ewfSection{
-			typ:       string(bytes.TrimRight(desc[:16], "\x00")),
-			off:       off,
-			nextStart: int64(binary.LittleEndian.Uint64(desc[16:24])),
-			size:      int64(binary.LittleEndian.Uint64(desc[24:32])),
+		sec, err := ewfDecodeDescriptor(desc[:], off, seg.size, p)
+		if err != nil {
+			return fail(err)
 		}
 		last := sec.typ == "done" || sec.typ == "next"
-		if sec.nextStart < 0 || sec.nextStart > seg.size || (!last && sec.nextStart < off+ewfDescriptorSize) {
-			return fail(corruptf("ewf", p, off, "%q section: next section offset %#x out of range", sec.typ, sec.nextStart))
-		}
-		sec.end = sec.nextStart
-		if sec.size >= ewfDescriptorSize && sec.size <= seg.size-off && (last || off+sec.size <= sec.nextStart) {
-			sec.end = off + sec.size
-		}
-		if last {
-			sec.end = off + ewfDescriptorSize
-		}
 		if d.nsections++; d.nsections > ewfMaxSections {
 			return fail(corruptf("ewf", p, off, "more than %d sections in the set", ewfMaxSections))
 		}
@@ -417,6 +441,64 @@ func (d *ewfDisk) openSegment(p string, n int) (*ewfSegment, error) {
 		off = sec.nextStart
 	}
 	return seg, nil
+}
+
+// ewfFileHeader is the 13-byte header of a segment file.
+type ewfFileHeader struct {
+	signature []byte // 8 bytes
+	segment   int    // 1-based number of this segment in the set
+}
+
+func ewfDecodeFileHeader(b []byte) ewfFileHeader {
+	return ewfFileHeader{signature: b[:8], segment: int(binary.LittleEndian.Uint16(b[9:11]))}
+}
+
+// validate accepts version 1 evidence files (E01) that are segment n of
+// their set.
+func (h ewfFileHeader) validate(p string, n int) error {
+	switch {
+	case bytes.Equal(h.signature, ewfSigE01):
+	case bytes.Equal(h.signature, ewfSigL01):
+		return unsupportedf("ewf", p, "logical evidence file (LVF, .L01)")
+	case bytes.Equal(h.signature, ewfSigEx2), bytes.Equal(h.signature, ewfSigLx2):
+		return unsupportedf("ewf", p, "EWF version 2 (Ex01/Lx01, EnCase 7 \"EVF2\")")
+	default:
+		return corruptf("ewf", p, 0, "segment %d has no EWF signature", n)
+	}
+	if got := h.segment; got != n {
+		if n == 1 && got > 1 {
+			return corruptf("ewf", p, 9, "segment number %d in the header: open the set's first segment (.E01)", got)
+		}
+		return corruptf("ewf", p, 9, "segment number %d in the header, expected %d", got, n)
+	}
+	return nil
+}
+
+// ewfDecodeDescriptor decodes and checks the section descriptor desc
+// found at off in segment p of size bytes. A section's data ends at its
+// recorded size when that is plausible, else at the next section.
+func ewfDecodeDescriptor(desc []byte, off, size int64, p string) (ewfSection, error) {
+	if !ewfChecksumOK(desc[:72], desc[72:76]) {
+		return ewfSection{}, corruptf("ewf", p, off, "section descriptor checksum mismatch")
+	}
+	sec := ewfSection{
+		typ:       string(bytes.TrimRight(desc[:16], "\x00")),
+		off:       off,
+		nextStart: int64(binary.LittleEndian.Uint64(desc[16:24])),
+		size:      int64(binary.LittleEndian.Uint64(desc[24:32])),
+	}
+	last := sec.typ == "done" || sec.typ == "next"
+	if sec.nextStart < 0 || sec.nextStart > size || (!last && sec.nextStart < off+ewfDescriptorSize) {
+		return ewfSection{}, corruptf("ewf", p, off, "%q section: next section offset %#x out of range", sec.typ, sec.nextStart)
+	}
+	sec.end = sec.nextStart
+	if sec.size >= ewfDescriptorSize && sec.size <= size-off && (last || off+sec.size <= sec.nextStart) {
+		sec.end = off + sec.size
+	}
+	if last {
+		sec.end = off + ewfDescriptorSize
+	}
+	return sec, nil
 }
 
 func ewfChecksumOK(data, sum []byte) bool {
@@ -490,49 +572,60 @@ func (d *ewfDisk) readErrors(seg *ewfSegment, sec ewfSection) ([]string, error) 
 
 // readVolume reads a volume/disk/data section: 1052 bytes in EnCase-style
 // files, 94 bytes in EWF/SMART (S01-style) ones.
-func (d *ewfDisk) readVolume(seg *ewfSegment, sec ewfSection) ([]byte, bool, error) {
+func (d *ewfDisk) readVolume(seg *ewfSegment, sec ewfSection) (*ewfVolume, error) {
 	n := sec.end - sec.off - ewfDescriptorSize
+	size, e01 := int64(94), false // SMART and EWF-S01
 	switch {
-	case n >= 1052:
-		b, err := d.readSectionData(seg, sec, 1052)
-		if err != nil {
-			return nil, false, err
-		}
-		if !ewfChecksumOK(b[:1048], b[1048:]) {
-			return nil, false, corruptf("ewf", seg.path, sec.off, "%s section checksum mismatch", sec.typ)
-		}
-		return b, true, nil
-	case n >= 94:
-		b, err := d.readSectionData(seg, sec, 94)
-		if err != nil {
-			return nil, false, err
-		}
-		if !ewfChecksumOK(b[:90], b[90:]) {
-			return nil, false, corruptf("ewf", seg.path, sec.off, "%s section checksum mismatch", sec.typ)
-		}
-		return b, false, nil
+	case n >= 1052: // EnCase and EWF-E01
+		size, e01 = 1052, true
+	case n < 94:
+		return nil, corruptf("ewf", seg.path, sec.off, "%s section of %d bytes is too small", sec.typ, n)
 	}
-	return nil, false, corruptf("ewf", seg.path, sec.off, "%s section of %d bytes is too small", sec.typ, n)
+	b, err := d.readSectionData(seg, sec, size)
+	if err != nil {
+		return nil, err
+	}
+	if !ewfChecksumOK(b[:size-4], b[size-4:]) {
+		return nil, corruptf("ewf", seg.path, sec.off, "%s section checksum mismatch", sec.typ)
+	}
+	return ewfDecodeVolume(b, e01), nil
 }
 
-func (d *ewfDisk) setGeometry(vol []byte, e01 bool) error {
-	spc := int64(binary.LittleEndian.Uint32(vol[8:12]))
-	bps := int64(binary.LittleEndian.Uint32(vol[12:16]))
-	var sectors int64
+// ewfVolume is the geometry a volume (disk, data) section records.
+type ewfVolume struct {
+	e01             bool // the 1052-byte layout, not SMART's 94 bytes
+	smart           bool // a 94-byte volume signed "SMART"
+	sectorsPerChunk int64
+	bytesPerSector  int64
+	sectors         int64
+}
+
+// ewfDecodeVolume decodes a volume section's data without judging it.
+func ewfDecodeVolume(b []byte, e01 bool) *ewfVolume {
+	le := binary.LittleEndian
+	v := &ewfVolume{
+		e01:             e01,
+		sectorsPerChunk: int64(le.Uint32(b[8:12])),
+		bytesPerSector:  int64(le.Uint32(b[12:16])),
+	}
 	if e01 {
-		sectors = int64(binary.LittleEndian.Uint64(vol[16:24]))
+		v.sectors = int64(le.Uint64(b[16:24]))
 	} else {
-		sectors = int64(binary.LittleEndian.Uint32(vol[16:20]))
+		v.sectors = int64(le.Uint32(b[16:20]))
+		v.smart = bytes.Equal(b[85:90], []byte("SMART"))
 	}
+	return v
+}
+
+// validate bounds the geometry: chunk memory, and a size that fits.
+func (v *ewfVolume) validate(path string) error {
+	spc, bps := v.sectorsPerChunk, v.bytesPerSector
 	if bps < 1 || bps > 1<<16 || spc < 1 || spc*bps > ewfMaxChunkSize {
-		return unsupportedf("ewf", d.path, "geometry %d sectors per chunk of %d bytes", spc, bps)
+		return unsupportedf("ewf", path, "geometry %d sectors per chunk of %d bytes", spc, bps)
 	}
-	if sectors < 0 || sectors > (1<<62)/bps {
-		return corruptf("ewf", d.path, -1, "sector count %d out of range", sectors)
+	if v.sectors < 0 || v.sectors > (1<<62)/bps {
+		return corruptf("ewf", path, -1, "sector count %d out of range", v.sectors)
 	}
-	d.chunkSize = spc * bps
-	d.size = sectors * bps
-	d.nchunks = (d.size + d.chunkSize - 1) / d.chunkSize
 	return nil
 }
 
@@ -686,29 +779,20 @@ func (e *ewfEntries) chunk(j int64) (off, stored int64, compressed bool) {
 func (d *ewfDisk) Size() int64 { return d.size }
 
 func (d *ewfDisk) ReadAt(p []byte, off int64) (int, error) {
-	if err := checkIO(p, off); err != nil {
-		return 0, err
+	return readUnits(p, off, d.size, d.chunkSize, d.readChunk)
+}
+
+// readChunk fills q, which lies within one chunk, from that chunk.
+func (d *ewfDisk) readChunk(q []byte, off int64) error {
+	ci := off / d.chunkSize
+	data, err := d.chunk(ci)
+	if err != nil {
+		return err
 	}
-	n := len(p)
-	for len(p) > 0 {
-		if off >= d.size {
-			clear(p)
-			break
-		}
-		ci := off / d.chunkSize
-		in := off % d.chunkSize
-		data, err := d.chunk(ci)
-		if err != nil {
-			return 0, err
-		}
-		c := copy(p, data[in:])
-		if c == 0 {
-			return 0, corruptf("ewf", d.path, -1, "chunk %d is short", ci)
-		}
-		p = p[c:]
-		off += int64(c)
+	if in := off % d.chunkSize; in >= int64(len(data)) || copy(q, data[in:]) < len(q) {
+		return corruptf("ewf", d.path, -1, "chunk %d is short", ci)
 	}
-	return n, nil
+	return nil
 }
 
 // chunk returns chunk ci's data (shared; callers must not modify it).
@@ -790,15 +874,6 @@ func (d *ewfDisk) inflate(src, out []byte) error {
 	return nil
 }
 
-func (d *ewfDisk) WriteAt(p []byte, off int64) (int, error) {
-	if err := checkIO(p, off); err != nil {
-		return 0, err
-	}
-	return 0, ErrReadOnly
-}
-
-func (d *ewfDisk) Flush() error { return nil }
-
 func (d *ewfDisk) Close() error {
 	var err error
 	for _, s := range d.segs {
@@ -819,6 +894,13 @@ var ewfHeaderKeys = map[string]string{
 	"t": "notes", "md": "model", "sn": "serial_number", "l": "device_label",
 	"av": "acquiry_software_version", "ov": "acquiry_operating_system",
 	"m": "acquiry_date", "u": "system_date", "pid": "process_identifier", "r": "compression",
+}
+
+// ewfAcquisitionKeys names the metadata keys of Info().Acquisition.
+var ewfAcquisitionKeys = Acquisition{
+	CaseNumber: "case_number", EvidenceNumber: "evidence_number", Examiner: "examiner_name",
+	Description: "description", Notes: "notes", Date: "acquiry_date",
+	Software: "acquiry_software_version", DeviceModel: "model", DeviceSerial: "serial_number",
 }
 
 // ewfHeaderValues parses the "main" category of a header (ASCII) or
@@ -917,9 +999,9 @@ func ewfXMLValue(b []byte, tag string) string {
 // ewfVariant names the writer family from what the sections look like
 // (the format does not record it): S01-style volumes are EWF or SMART;
 // EnCase-style files differ in header/header2 presence and fields.
-func ewfVariant(header, header2, xheader, vol []byte, volE01 bool, d *ewfDisk) string {
-	if !volE01 {
-		if bytes.Equal(vol[85:90], []byte("SMART")) {
+func ewfVariant(header, header2, xheader []byte, vol *ewfVolume, d *ewfDisk) string {
+	if !vol.e01 {
+		if vol.smart {
 			return "smart"
 		}
 		return "ewf"
@@ -969,13 +1051,4 @@ func ewfVariant(header, header2, xheader, vol []byte, volE01 bool, d *ewfDisk) s
 		return "ftk"
 	}
 	return "encase2"
-}
-
-func ewfAllZero(b []byte) bool {
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
 }

@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"hash/adler32"
-	"math/rand"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,14 +20,12 @@ import (
 func ewfAcquire(t testing.TB, dir, name string, data []byte, args ...string) string {
 	t.Helper()
 	in := filepath.Join(dir, name+".input")
-	if err := os.WriteFile(in, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, in, data)
 	target := filepath.Join(dir, name)
 	all := append([]string{"-u", "-q", "-t", target, "-C", "case-7", "-D", "test description",
 		"-E", "evidence-3", "-e", "examiner x", "-N", "some notes"}, args...)
 	run(t, "ewfacquire", append(all, in)...)
-	os.Remove(in)
+	removeFile(t, in)
 	for _, ext := range []string{".E01", ".e01", ".s01"} {
 		if _, err := os.Stat(target + ext); err == nil {
 			return target + ext
@@ -43,10 +40,7 @@ func ewfExport(t testing.TB, first string) []byte {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "oracle")
 	run(t, "ewfexport", "-u", "-q", "-f", "raw", "-t", out, first)
-	b, err := os.ReadFile(out + ".raw")
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := readFile(t, out+".raw")
 	return b
 }
 
@@ -108,8 +102,13 @@ func TestEWFVariants(t *testing.T) {
 				t.Fatalf("info %+v", info)
 			}
 			sum := md5.Sum(want)
-			if got := info.Metadata["md5"]; got != hex.EncodeToString(sum[:]) {
-				t.Fatalf("stored md5 %q, want %x", got, sum)
+			if got, typed := info.Metadata["md5"], info.Hashes["md5"]; got != hex.EncodeToString(sum[:]) || typed != got {
+				t.Fatalf("stored md5 %q (Hashes %q), want %x", got, typed, sum)
+			}
+			acq := info.Acquisition
+			if acq == nil || acq.CaseNumber != "case-7" || acq.EvidenceNumber != "evidence-3" || acq.Examiner != "examiner x" ||
+				acq.Description != "test description" || acq.Notes != "some notes" || acq.Date != info.Metadata["acquiry_date"] {
+				t.Fatalf("Acquisition %+v (metadata %v)", acq, info.Metadata)
 			}
 			for k, v := range map[string]string{"case_number": "case-7", "evidence_number": "evidence-3",
 				"examiner_name": "examiner x", "description": "test description", "notes": "some notes"} {
@@ -126,37 +125,9 @@ func TestEWFVariants(t *testing.T) {
 			if c.comp == "deflate:fast" && (c.format == "encase6" || c.format == "smart") || c.format == "ewf" {
 				checkDisk(t, d, oracle)
 			} else {
-				ewfQuickCheck(t, d, oracle)
+				checkDiskReads(t, 40, d, oracle)
 			}
 		})
-	}
-}
-
-// ewfQuickCheck is a cheaper checkDisk for the many variant subtests: a
-// sequential pass and 40 random reads, compared with bytes.Equal.
-func ewfQuickCheck(t testing.TB, d Disk, want []byte) {
-	t.Helper()
-	if d.Size() != int64(len(want)) {
-		t.Fatalf("Size() = %d, want %d", d.Size(), len(want))
-	}
-	padded := append(append([]byte(nil), want...), make([]byte, roundUp(int64(len(want)), SectorSize)-int64(len(want)))...)
-	check := func(off, n int64) {
-		buf := make([]byte, n)
-		if _, err := d.ReadAt(buf, off); err != nil {
-			t.Fatalf("ReadAt(%d at %d): %v", n, off, err)
-		}
-		if !bytes.Equal(buf, padded[off:off+n]) {
-			t.Fatalf("ReadAt(%d at %d): wrong data", n, off)
-		}
-	}
-	for off := int64(0); off < int64(len(padded)); off += 1 << 20 {
-		check(off, min(1<<20, int64(len(padded))-off))
-	}
-	r := rand.New(rand.NewSource(2))
-	sectors := int64(len(padded)) / SectorSize
-	for i := 0; i < 40; i++ {
-		s := r.Int63n(sectors)
-		check(s*SectorSize, (1+r.Int63n(min(sectors-s, 300)))*SectorSize)
 	}
 }
 
@@ -173,7 +144,7 @@ func TestEWFChunkSizes(t *testing.T) {
 			if got := d.Info().ClusterSize; got != c.chunk {
 				t.Fatalf("ClusterSize %d, want %d", got, c.chunk)
 			}
-			ewfQuickCheck(t, d, oracle)
+			checkDiskReads(t, 40, d, oracle)
 		})
 	}
 }
@@ -190,6 +161,9 @@ func TestEWFHashes(t *testing.T) {
 	meta := d.Info().Metadata
 	if meta["md5"] != hex.EncodeToString(m[:]) || meta["sha1"] != hex.EncodeToString(s[:]) {
 		t.Fatalf("stored hashes %q %q, want %x %x", meta["md5"], meta["sha1"], m, s)
+	}
+	if h := d.Info().Hashes; len(h) != 2 || h["md5"] != meta["md5"] || h["sha1"] != meta["sha1"] {
+		t.Fatalf("Hashes %v, want the stored md5 and sha1", h)
 	}
 	if !strings.Contains(out, meta["md5"]) {
 		t.Fatalf("ewfverify does not report md5 %s:\n%s", meta["md5"], out)
@@ -212,13 +186,7 @@ func TestEWFSamples(t *testing.T) {
 				}
 				return
 			}
-			d := mustOpen(t, p, Options{ReadOnly: true})
-			if d.Size() != s.VSize {
-				t.Fatalf("size %d, want %d", d.Size(), s.VSize)
-			}
-			if got := diskMD5(t, d); got != s.MD5 {
-				t.Fatalf("md5 %s, want %s", got, s.MD5)
-			}
+			d := openSample(t, p, s, true)
 			if got := d.Info().Metadata["md5"]; got != s.MD5 {
 				t.Fatalf("stored md5 %q, want %s", got, s.MD5)
 			}
@@ -254,10 +222,7 @@ func TestEWFDamagedChunk(t *testing.T) {
 				want[i] = byte('a' + i%7)
 			}
 			first := ewfAcquire(t, t.TempDir(), "img", want, "-f", "encase6", "-c", comp)
-			b, err := os.ReadFile(first)
-			if err != nil {
-				t.Fatal(err)
-			}
+			b := readFile(t, first)
 			tab := ewfSectionOffset(t, b, "table")
 			base := int64(binary.LittleEndian.Uint64(b[tab+ewfDescriptorSize+8:]))
 			e := binary.LittleEndian.Uint32(b[tab+ewfDescriptorSize+ewfTableHeaderSize+3*4:])
@@ -267,12 +232,10 @@ func TestEWFDamagedChunk(t *testing.T) {
 			next := binary.LittleEndian.Uint32(b[tab+ewfDescriptorSize+ewfTableHeaderSize+4*4:])
 			pos := base + int64(e&0x7fffffff) + int64(next&0x7fffffff-e&0x7fffffff)/2
 			b[pos] ^= 0x55
-			if err := os.WriteFile(first, b, 0o644); err != nil {
-				t.Fatal(err)
-			}
+			writeFile(t, first, b)
 			d := mustOpen(t, first, Options{ReadOnly: true})
 			buf := make([]byte, 4096)
-			_, err = d.ReadAt(buf, 3*32768+4096)
+			_, err := d.ReadAt(buf, 3*32768+4096)
 			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "chunk 3") {
 				t.Fatalf("read of the damaged chunk: %v, want ErrCorrupt naming chunk 3", err)
 			}
@@ -289,10 +252,7 @@ func TestEWFDamagedChunk(t *testing.T) {
 func TestEWFDamagedTable(t *testing.T) {
 	want := patternDisk(1<<20, 15)
 	first := ewfAcquire(t, t.TempDir(), "img", want, "-f", "encase6", "-c", "deflate:fast")
-	b, err := os.ReadFile(first)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := readFile(t, first)
 	// Damage the table's entries (then its header); table2 must be used.
 	tab := ewfSectionOffset(t, b, "table")
 	for _, pos := range []int{tab + ewfDescriptorSize + ewfTableHeaderSize + 8, tab + ewfDescriptorSize + 1} {
@@ -341,16 +301,16 @@ func TestEWFSegmentSet(t *testing.T) {
 	// A segment from another position: segment number mismatch.
 	e2 := filepath.Join(dir, "img.E02")
 	e3 := filepath.Join(dir, "img.E03")
-	orig2, _ := os.ReadFile(e2)
-	b3, _ := os.ReadFile(e3)
-	os.WriteFile(e2, b3, 0o644)
+	orig2 := readFile(t, e2)
+	b3 := readFile(t, e3)
+	writeFile(t, e2, b3)
 	if _, err := Open(first, Options{ReadOnly: true}); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "segment number") {
 		t.Fatalf("swapped segment: %v, want ErrCorrupt about the segment number", err)
 	}
-	os.WriteFile(e2, orig2, 0o644)
+	writeFile(t, e2, orig2)
 
 	// A missing segment names the file and wraps os.ErrNotExist.
-	os.Remove(e2)
+	removeFile(t, e2)
 	_, err := Open(first, Options{ReadOnly: true})
 	if !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), "img.E02") {
 		t.Fatalf("missing E02: %v, want ErrNotExist naming img.E02", err)
@@ -384,7 +344,7 @@ func TestEWFSegmentNames(t *testing.T) {
 func TestEWFUnsupported(t *testing.T) {
 	want := patternDisk(256<<10, 17)
 	first := ewfAcquire(t, t.TempDir(), "img", want, "-f", "encase6")
-	b, _ := os.ReadFile(first)
+	b := readFile(t, first)
 	for _, sig := range []string{"EVF2\r\n\x81\x00", "LVF\x09\x0d\x0a\xff\x00"} {
 		c := append([]byte(sig), b[8:]...)
 		p := writeTemp(t, "img.E01", c)
@@ -409,26 +369,21 @@ func TestEWFCorruptVariants(t *testing.T) {
 	var seeds [][]byte
 	for _, f := range []string{"encase6", "smart"} {
 		first := ewfAcquire(t, dir, f, want, "-f", f, "-c", "deflate:fast")
-		b, _ := os.ReadFile(first)
+		b := readFile(t, first)
 		seeds = append(seeds, b)
 	}
 	for _, b := range seeds {
 		for i, c := range corruptVariants(b, 1, 40) {
-			p := filepath.Join(dir, "c.E01")
-			os.WriteFile(p, c, 0o644)
-			d, err := Open(p, Options{ReadOnly: true})
-			if err != nil {
-				continue
-			}
-			buf := make([]byte, 64<<10)
-			for off := int64(0); off < d.Size(); off += int64(len(buf)) {
-				// Reads that succeed must give the original bytes: every
-				// chunk is checksummed.
-				if _, err := d.ReadAt(buf, off); err == nil && d.Size() == int64(len(want)) && !bytes.Equal(buf, want[off:off+int64(len(buf))]) {
-					t.Fatalf("variant %d: wrong bytes at %d without an error", i, off)
+			tryCrafted(t, "c.E01", c, func(d Disk) {
+				buf := make([]byte, 64<<10)
+				for off := int64(0); off < d.Size(); off += int64(len(buf)) {
+					// Reads that succeed must give the original bytes: every
+					// chunk is checksummed.
+					if _, err := d.ReadAt(buf, off); err == nil && d.Size() == int64(len(want)) && !bytes.Equal(buf, want[off:off+int64(len(buf))]) {
+						t.Fatalf("variant %d: wrong bytes at %d without an error", i, off)
+					}
 				}
-			}
-			d.Close()
+			})
 		}
 	}
 }
@@ -438,14 +393,11 @@ func FuzzEWF(f *testing.F) {
 	dir := f.TempDir()
 	for _, fm := range []string{"encase6", "smart", "ftk"} {
 		first := ewfAcquire(f, dir, fm, want, "-f", fm, "-c", "deflate:fast", "-b", "16")
-		b, err := os.ReadFile(first)
-		if err != nil {
-			f.Fatal(err)
-		}
+		b := readFile(f, first)
 		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		fuzzOpen(t, "fuzz.E01", data)
+		tryCrafted(t, "fuzz.E01", data, readSome)
 	})
 }
 
@@ -517,9 +469,7 @@ func ewfSynthZero(t testing.TB, path string, size int64, spc int64) {
 		f.Write(tab)
 	}
 	desc("done", 0, true)
-	if err := os.WriteFile(path, f.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, path, f.Bytes())
 }
 
 func TestEWFHuge(t *testing.T) {
@@ -539,27 +489,14 @@ func BenchmarkEWFOpen2TiB(b *testing.B) {
 	big := filepath.Join(b.TempDir(), "big.E01")
 	ewfSynthZero(b, big, 2<<40, 32768)
 	small := ewfAcquire(b, b.TempDir(), "small", patternDisk(2<<20, 36), "-f", "encase6", "-c", "deflate:fast")
-	for _, c := range []struct{ name, path string }{{"2TiB", big}, {"2MiB", small}} {
-		b.Run(c.name, func(b *testing.B) {
-			for i := 0; i < b.N; i++ {
-				d, err := Open(c.path, Options{ReadOnly: true})
-				if err != nil {
-					b.Fatal(err)
-				}
-				d.Close()
-			}
-		})
-	}
+	benchOpens(b, false, benchOpenCase{"2TiB", big}, benchOpenCase{"2MiB", small})
 }
 
 // ewfAddErrors replaces the done section of a last segment with an error2
 // section listing ranges, followed by a new done section.
 func ewfAddErrors(t testing.TB, path string, ranges [][2]uint32) {
 	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := readFile(t, path)
 	done := ewfSectionOffset(t, b, "done")
 	b = b[:done]
 	desc := func(typ string, off, next, size int) []byte {
@@ -583,9 +520,7 @@ func ewfAddErrors(t testing.TB, path string, ranges [][2]uint32) {
 	b = append(b, desc("error2", done, done+size, size)...)
 	b = append(b, data...)
 	b = append(b, desc("done", done+size, done+size, 0)...)
-	if err := os.WriteFile(path, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, path, b)
 }
 
 func TestEWFReadErrors(t *testing.T) {
@@ -602,5 +537,5 @@ func TestEWFReadErrors(t *testing.T) {
 	if got := info.Metadata["acquiry_read_errors"]; got != "10+4,700+1" || len(info.Warnings) == 0 {
 		t.Fatalf("read errors %q, warnings %v", got, info.Warnings)
 	}
-	ewfQuickCheck(t, d, want)
+	checkDiskReads(t, 40, d, want)
 }

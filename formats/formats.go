@@ -1,6 +1,17 @@
 // Package formats reads (and where the format allows, writes) virtual disk
 // images as flat, sector-addressed disks. It knows nothing of FUSE: every
 // format is usable on its own through Open and the Disk interface.
+//
+// This file holds the contract (Disk, the optional Mapper, Checker and
+// the unexported canWriter and quickInfoer, Info, errors) and the
+// registry. The rules every format shares live once: common.go (requests
+// clamped to the disk, holes read from the parent or as zeros, rounding,
+// the read-only behaviour, write preparation, cluster-table mapping) and
+// check.go (bounded findings, the overlap sweep). Each format file decodes
+// its header into a struct, validates it in a function of its own, and
+// calls only these shared helpers, never another format's; other formats
+// are reached through Open (parents), or openRaw where a format says its
+// parent is raw whatever its content.
 package formats
 
 import (
@@ -46,11 +57,78 @@ type Mapper interface {
 	Map(off, length int64) (allocated bool, n int64, err error)
 }
 
+// Checker is implemented by disks that can check their own metadata
+// beyond what reading everything finds: redundant tables, reference
+// counts, checksums. Each finding is a sentence; none means consistent.
+type Checker interface {
+	Check() ([]string, error)
+}
+
+// canWriter is implemented by disks that can tell, while open read-only,
+// whether their format and variant could be written (see CanWrite).
+type canWriter interface {
+	CanWrite() bool
+}
+
+// quickInfoer is implemented by disks whose Info reads a whole table to
+// count allocation; quickInfo leaves that count out (see QuickInfo).
+type quickInfoer interface {
+	quickInfo() Info
+}
+
+// Every format's disk and its optional capabilities, checked at compile
+// time.
+var (
+	_ Disk = (*affDisk)(nil)
+	_ Disk = (*dmgDisk)(nil)
+	_ Disk = (*ewfDisk)(nil)
+	_ Disk = (*parallelsDisk)(nil)
+	_ Disk = (*parallelsBundle)(nil)
+	_ Disk = (*qcow1Disk)(nil)
+	_ Disk = (*qcow2Disk)(nil)
+	_ Disk = (*qedDisk)(nil)
+	_ Disk = (*rawDisk)(nil)
+	_ Disk = (*splitDisk)(nil)
+	_ Disk = (*vdiDisk)(nil)
+	_ Disk = (*vhdDisk)(nil)
+	_ Disk = (*vhdxDisk)(nil)
+	_ Disk = (*vmdkDisk)(nil)
+
+	_ Mapper = (*affDisk)(nil)
+	_ Mapper = (*dmgDisk)(nil)
+	_ Mapper = (*parallelsDisk)(nil)
+	_ Mapper = (*parallelsBundle)(nil)
+	_ Mapper = (*qcow1Disk)(nil)
+	_ Mapper = (*qcow2Disk)(nil)
+	_ Mapper = (*qedDisk)(nil)
+	_ Mapper = (*vdiDisk)(nil)
+	_ Mapper = (*vhdDisk)(nil)
+	_ Mapper = (*vhdxDisk)(nil)
+	_ Mapper = (*vmdkDisk)(nil)
+
+	_ Checker = (*qcow2Disk)(nil)
+	_ Checker = (*vhdDisk)(nil)
+	_ Checker = (*vhdxDisk)(nil)
+	_ Checker = (*vmdkDisk)(nil)
+
+	_ canWriter = (*parallelsDisk)(nil)
+	_ canWriter = (*qcow2Disk)(nil)
+	_ canWriter = (*qedDisk)(nil)
+	_ canWriter = (*rawDisk)(nil)
+	_ canWriter = (*splitDisk)(nil)
+	_ canWriter = (*vdiDisk)(nil)
+	_ canWriter = (*vhdDisk)(nil)
+	_ canWriter = (*vmdkDisk)(nil)
+
+	_ quickInfoer = (*vhdDisk)(nil)
+	_ quickInfoer = (*vhdxDisk)(nil)
+)
+
 // QuickInfo returns d's Info without the work that grows with the disk:
 // where counting Allocated means reading a whole block table (VHD, VHDX)
 // it may be left at -1, and complete is false: d.Info() then counts it.
 func QuickInfo(d Disk) (info Info, complete bool) {
-	if q, ok := d.(interface{ quickInfo() Info }); ok {
+	if q, ok := d.(quickInfoer); ok {
 		return q.quickInfo(), false
 	}
 	return d.Info(), true
@@ -79,9 +157,28 @@ type Info struct {
 	ReadOnly       bool              `json:"read_only"`
 	ReadOnlyReason string            `json:"read_only_reason,omitempty"`
 	Features       []string          `json:"features,omitempty"`
-	Metadata       map[string]string `json:"metadata,omitempty"` // acquisition data, stored hashes, snapshots
-	Warnings       []string          `json:"warnings,omitempty"`
-	Parent         *Info             `json:"parent,omitempty"`
+	Metadata       map[string]string `json:"metadata,omitempty"` // what the image records, under the format's own names
+	// Hashes are the digests of the whole disk the image records (EWF,
+	// AFF), keyed "md5", "sha1", "sha256", in lowercase hex.
+	Hashes map[string]string `json:"stored_hashes,omitempty"`
+	// Acquisition is what an evidence container records of its making.
+	Acquisition *Acquisition `json:"acquisition,omitempty"`
+	Warnings    []string     `json:"warnings,omitempty"`
+	Parent      *Info        `json:"parent,omitempty"`
+}
+
+// Acquisition is what an evidence container (EWF, AFF) records of how it
+// was made, each field as the image spells it; empty when not recorded.
+type Acquisition struct {
+	CaseNumber     string `json:"case_number,omitempty"`
+	EvidenceNumber string `json:"evidence_number,omitempty"`
+	Examiner       string `json:"examiner,omitempty"`
+	Description    string `json:"description,omitempty"`
+	Notes          string `json:"notes,omitempty"`
+	Date           string `json:"date,omitempty"`
+	Software       string `json:"software,omitempty"` // the imager and its version
+	DeviceModel    string `json:"device_model,omitempty"`
+	DeviceSerial   string `json:"device_serial,omitempty"`
 }
 
 // clone copies i deeply enough that the caller may change the copy's
@@ -95,6 +192,17 @@ func (i Info) clone() Info {
 		meta[k] = v
 	}
 	i.Metadata = meta
+	if i.Hashes != nil {
+		hashes := make(map[string]string, len(i.Hashes))
+		for k, v := range i.Hashes {
+			hashes[k] = v
+		}
+		i.Hashes = hashes
+	}
+	if i.Acquisition != nil {
+		a := *i.Acquisition
+		i.Acquisition = &a
+	}
 	return i
 }
 
@@ -342,6 +450,38 @@ func readFullAtErr(n int, err error, want int, off int64, format, path string) e
 	return fmt.Errorf("%s: %s: read at %#x: %w", format, path, off, err)
 }
 
+// writeFullAt writes p at off of one file of an image, wrapping a failure
+// with the format, the path and the offset.
+func writeFullAt(w io.WriterAt, p []byte, off int64, format, path string) error {
+	if _, err := w.WriteAt(p, off); err != nil {
+		return fmt.Errorf("%s: %s: write at %#x: %w", format, path, off, err)
+	}
+	return nil
+}
+
+// syncFile makes a file of an image durable, wrapping a failure with the
+// format and the path.
+func syncFile(f *os.File, format, path string) error {
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("%s: %s: sync: %w", format, path, err)
+	}
+	return nil
+}
+
+// readHead returns the first n bytes of an image file and the file's
+// size; a shorter file is reported truncated.
+func readHead(f *os.File, n int, format, path string) ([]byte, int64, error) {
+	fsize, err := fileSize(f)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%s: %s: %w", format, path, err)
+	}
+	b := make([]byte, n)
+	if err := readFullAt(f, b, 0, format, path); err != nil {
+		return nil, 0, err
+	}
+	return b, fsize, nil
+}
+
 // fileSize reports the size of an open file, block devices included.
 func fileSize(f *os.File) (int64, error) {
 	return f.Seek(0, io.SeekEnd)
@@ -352,16 +492,9 @@ func fileSize(f *os.File) (int64, error) {
 // an optional CanWrite method; without one, only a disk that is writable
 // now counts as writable.
 func CanWrite(d Disk) bool {
-	if w, ok := d.(interface{ CanWrite() bool }); ok {
+	if w, ok := d.(canWriter); ok {
 		return w.CanWrite()
 	}
 	info, _ := QuickInfo(d)
 	return !info.ReadOnly
-}
-
-// Checker is implemented by disks that can check their own metadata
-// beyond what reading everything finds: redundant tables, reference
-// counts, checksums. Each finding is a sentence; none means consistent.
-type Checker interface {
-	Check() ([]string, error)
 }

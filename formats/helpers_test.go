@@ -7,8 +7,6 @@ package formats
 import (
 	"bufio"
 	"bytes"
-	"compress/bzip2"
-	"compress/gzip"
 	"crypto/md5"
 	"encoding/hex"
 	"io"
@@ -52,10 +50,7 @@ func qemuRaw(t testing.TB, fmtName, path string) []byte {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "oracle.raw")
 	qemuImg(t, "convert", "-f", fmtName, "-O", "raw", path, out)
-	b, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := readFile(t, out)
 	return b
 }
 
@@ -104,9 +99,7 @@ func patternDisk(size int64, seed int64) []byte {
 func writeTemp(t testing.TB, name string, data []byte) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(p, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, p, data)
 	return p
 }
 
@@ -126,6 +119,13 @@ func mustOpen(t testing.TB, path string, opt Options) Disk {
 // reads that run past the end (zeros expected past Size).
 func checkDisk(t testing.TB, d Disk, want []byte) {
 	t.Helper()
+	checkDiskReads(t, 200, d, want)
+}
+
+// checkDiskReads is checkDisk with random reads in number (fewer for a
+// quicker pass over a slow format, more for a format with many paths).
+func checkDiskReads(t testing.TB, random int, d Disk, want []byte) {
+	t.Helper()
 	if d.Size() != int64(len(want)) {
 		t.Fatalf("Size() = %d, want %d", d.Size(), len(want))
 	}
@@ -137,7 +137,7 @@ func checkDisk(t testing.TB, d Disk, want []byte) {
 	}
 	r := rand.New(rand.NewSource(1))
 	sectors := padded / SectorSize
-	for i := 0; i < 200; i++ {
+	for i := 0; i < random; i++ {
 		s := r.Int63n(sectors)
 		n := 1 + r.Int63n(min(sectors-s+2, 300))
 		compareRead(t, d, make([]byte, n*SectorSize), s*SectorSize, want)
@@ -152,7 +152,7 @@ func compareRead(t testing.TB, d Disk, p []byte, off int64, want []byte) {
 	}
 	// Compare in bulk (byte loops are slow under -race); look for the
 	// first difference only to report it.
-	if inRange := max(0, min(int64(len(p)), int64(len(want))-off)); bytes.Equal(p[:inRange], want[min(off, int64(len(want))):][:inRange]) && allZero(p[inRange:]) {
+	if inRange := max(0, min(int64(len(p)), int64(len(want))-off)); bytes.Equal(p[:inRange], want[min(off, int64(len(want))):][:inRange]) && isZero(p[inRange:]) {
 		return
 	}
 	for i := range p {
@@ -190,7 +190,7 @@ func checkConcurrentReads(t testing.TB, d Disk, want []byte) {
 					return
 				}
 				inRange := max(0, min(int64(len(p)), int64(len(want))-off))
-				if !bytes.Equal(p[:inRange], want[min(off, int64(len(want))):][:inRange]) || !allZero(p[inRange:]) {
+				if !bytes.Equal(p[:inRange], want[min(off, int64(len(want))):][:inRange]) || !isZero(p[inRange:]) {
 					errs <- "mismatch in the read of " + strconv.Itoa(len(p)) + " bytes at " + strconv.FormatInt(off, 10)
 					return
 				}
@@ -263,8 +263,6 @@ func concurrentWrites(t testing.TB, d Disk, model []byte, stripe int64) {
 	}
 }
 
-func roundUp(n, m int64) int64 { return (n + m - 1) / m * m }
-
 // diskMD5 hashes the first Size() bytes of d.
 func diskMD5(t testing.TB, d Disk) string {
 	t.Helper()
@@ -320,6 +318,23 @@ func samples(t testing.TB, format string) []sampleRow {
 	return rows
 }
 
+// openSample opens sample s, copied to p, read-only and checks its
+// virtual size and, when full, the MD5 of all of it, against the values
+// the samples' README lists.
+func openSample(t testing.TB, p string, s sampleRow, full bool) Disk {
+	t.Helper()
+	d := mustOpen(t, p, Options{ReadOnly: true})
+	if d.Size() != s.VSize {
+		t.Fatalf("size %d, want %d", d.Size(), s.VSize)
+	}
+	if full {
+		if got := diskMD5(t, d); got != s.MD5 {
+			t.Fatalf("md5 %s, want %s", got, s.MD5)
+		}
+	}
+	return d
+}
+
 // sampleFile copies the sample at rel (relative to the samples folder)
 // and any siblings named into a fresh temp dir, decompressing .gz and
 // .bz2 files, and returns the path of the first one there. Siblings are
@@ -338,48 +353,63 @@ func sampleFile(t testing.TB, rel string, siblings ...string) string {
 	return first
 }
 
+// copyDecompressed copies src into dir, decompressing a .gz or .bz2 file
+// with the gzip or bzip2 tool (Go's bzip2 under -race takes most of a
+// minute for the largest samples), and returns the copy's path. Zeros are
+// written as holes: several samples are GiBs of zeros.
 func copyDecompressed(t testing.TB, src, dir string) string {
 	t.Helper()
-	in, err := os.Open(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	var r io.Reader = in
 	name := filepath.Base(src)
-	switch {
-	case strings.HasSuffix(name, ".gz"):
-		zr, err := gzip.NewReader(in)
-		if err != nil {
-			t.Fatalf("%s: %v", src, err)
+	var cmd *exec.Cmd
+	var r io.Reader
+	for ext, tool := range map[string]string{".gz": "gzip", ".bz2": "bzip2"} {
+		if strings.HasSuffix(name, ext) {
+			cmd, name = exec.Command(tool, "-dc", src), strings.TrimSuffix(name, ext)
 		}
-		r, name = zr, strings.TrimSuffix(name, ".gz")
-	case strings.HasSuffix(name, ".bz2"):
-		r, name = bzip2.NewReader(in), strings.TrimSuffix(name, ".bz2")
+	}
+	if cmd != nil {
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatalf("%s: %v", cmd, err)
+		}
+		r = out
+	} else {
+		in, err := os.Open(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer in.Close()
+		r = in
 	}
 	dst := filepath.Join(dir, name)
 	out, err := os.Create(dst)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Copy sparsely: several samples are GiBs of zeros.
+	defer out.Close()
 	buf := make([]byte, 1<<20)
 	var off int64
 	for {
 		n, err := io.ReadFull(r, buf)
-		if n > 0 {
-			if !allZero(buf[:n]) {
-				if _, werr := out.WriteAt(buf[:n], off); werr != nil {
-					t.Fatal(werr)
-				}
+		if n > 0 && !isZero(buf[:n]) {
+			if _, werr := out.WriteAt(buf[:n], off); werr != nil {
+				t.Fatal(werr)
 			}
-			off += int64(n)
 		}
+		off += int64(n)
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
 			break
 		}
 		if err != nil {
 			t.Fatalf("%s: %v", src, err)
+		}
+	}
+	if cmd != nil {
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("%s: %v", cmd, err)
 		}
 	}
 	if err := out.Truncate(off); err != nil {
@@ -389,37 +419,6 @@ func copyDecompressed(t testing.TB, src, dir string) string {
 		t.Fatal(err)
 	}
 	return dst
-}
-
-func allZero(b []byte) bool {
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
-}
-
-// fuzzOpen writes data to a temp file named name, opens it read-only and,
-// if that works, reads a few places. It must never panic or allocate
-// without bound; errors are fine.
-func fuzzOpen(t *testing.T, name string, data []byte) {
-	p := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(p, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	d, err := Open(p, Options{ReadOnly: true})
-	if err != nil {
-		return
-	}
-	defer d.Close()
-	_ = d.Info()
-	buf := make([]byte, 64<<10)
-	size := d.Size()
-	for _, off := range []int64{0, size / 2, size - int64(len(buf))} {
-		off = max(0, off) / SectorSize * SectorSize
-		d.ReadAt(buf, off)
-	}
 }
 
 // corruptVariants yields truncated and bit-flipped copies of an image
@@ -445,6 +444,12 @@ func corruptVariants(data []byte, seed int64, n int) [][]byte {
 		out = append(out, c)
 	}
 	return out
+}
+
+// benchFixture opens, read-only, an 8 MiB pattern disk converted by
+// fixture, for benchReads.
+func benchFixture(b *testing.B, fixture func(testing.TB, []byte, ...string) string) Disk {
+	return mustOpen(b, fixture(b, patternDisk(8<<20, 1)), Options{ReadOnly: true})
 }
 
 // benchReads measures reads of d: sequential 1 MiB requests when
@@ -483,17 +488,32 @@ func benchReads(b *testing.B, d Disk, random bool) {
 // 2 MiB and at 2 TiB, with one read in the middle: the two must cost
 // about the same (tables are read lazily).
 func benchOpen(b *testing.B, fmtName, ext string) {
+	var cases []benchOpenCase
 	for _, size := range []string{"2M", "2T"} {
 		p := filepath.Join(b.TempDir(), "img."+ext)
 		qemuImg(b, "create", "-f", fmtName, p, size)
-		b.Run(size, func(b *testing.B) {
+		cases = append(cases, benchOpenCase{size, p})
+	}
+	benchOpens(b, true, cases...)
+}
+
+// benchOpenCase is one image an open benchmark opens.
+type benchOpenCase struct{ name, path string }
+
+// benchOpens measures opening and closing each image, with a 4 KiB read
+// in the middle of the disk when read is set.
+func benchOpens(b *testing.B, read bool, cases ...benchOpenCase) {
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
 			buf := make([]byte, 4096)
 			for i := 0; i < b.N; i++ {
-				d, err := Open(p, Options{ReadOnly: true})
+				d, err := Open(c.path, Options{ReadOnly: true})
 				if err != nil {
 					b.Fatal(err)
 				}
-				d.ReadAt(buf, d.Size()/2/SectorSize*SectorSize)
+				if read {
+					d.ReadAt(buf, d.Size()/2/SectorSize*SectorSize)
+				}
 				d.Close()
 			}
 		})

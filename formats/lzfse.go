@@ -325,9 +325,11 @@ func lzfseSpread(f, n int) (k, j0 int) {
 	return k, (2*n)>>k - f
 }
 
-// lzfseValueTable fills an L, M or D decoding table; false if the
-// frequencies sum to more than the number of states.
-func lzfseValueTable(t []lzfseValueEntry, freq []uint16, vbits []uint8, vbase []int32) bool {
+// lzfseFillTable spreads the states of a decoding table t over the
+// symbols by frequency; entry makes symbol s's entry that reads k bits and
+// adds delta. It is false if the frequencies sum to more than the number
+// of states.
+func lzfseFillTable[E any](t []E, freq []uint16, entry func(s, k int, delta uint16) E) bool {
 	n := len(t)
 	sum := 0
 	for _, f := range freq {
@@ -345,53 +347,30 @@ func lzfseValueTable(t []lzfseValueEntry, freq []uint16, vbits []uint8, vbase []
 		}
 		k, j0 := lzfseSpread(f, n)
 		for j := 0; j < f; j++ {
-			e := lzfseValueEntry{valueBits: vbits[s], vbase: vbase[s]}
 			if j < j0 {
-				e.totalBits = uint8(k) + vbits[s]
-				e.delta = uint16((f+j)<<k - n)
+				t[i] = entry(s, k, uint16((f+j)<<k-n))
 			} else {
-				e.totalBits = uint8(k-1) + vbits[s]
-				e.delta = uint16((j - j0) << (k - 1))
+				t[i] = entry(s, k-1, uint16((j-j0)<<(k-1)))
 			}
-			t[i] = e
 			i++
 		}
 	}
 	return true
 }
 
+// lzfseValueTable fills an L, M or D decoding table; false if the
+// frequencies sum to more than the number of states.
+func lzfseValueTable(t []lzfseValueEntry, freq []uint16, vbits []uint8, vbase []int32) bool {
+	return lzfseFillTable(t, freq, func(s, k int, delta uint16) lzfseValueEntry {
+		return lzfseValueEntry{valueBits: vbits[s], vbase: vbase[s], totalBits: uint8(k) + vbits[s], delta: delta}
+	})
+}
+
 // lzfseLitTable fills the literal decoding table.
 func lzfseLitTable(t []lzfseLitEntry, freq []uint16) bool {
-	n := len(t)
-	sum := 0
-	for _, f := range freq {
-		sum += int(f)
-	}
-	if sum > n {
-		return false
-	}
-	clear(t)
-	i := 0
-	for s, f16 := range freq {
-		f := int(f16)
-		if f == 0 {
-			continue
-		}
-		k, j0 := lzfseSpread(f, n)
-		for j := 0; j < f; j++ {
-			e := lzfseLitEntry{sym: uint8(s)}
-			if j < j0 {
-				e.k = uint8(k)
-				e.delta = uint16((f+j)<<k - n)
-			} else {
-				e.k = uint8(k - 1)
-				e.delta = uint16((j - j0) << (k - 1))
-			}
-			t[i] = e
-			i++
-		}
-	}
-	return true
+	return lzfseFillTable(t, freq, func(s, k int, delta uint16) lzfseLitEntry {
+		return lzfseLitEntry{sym: uint8(s), k: uint8(k), delta: delta}
+	})
 }
 
 // lzfseBits reads an FSE bit stream backwards: bytes are taken from the
@@ -539,6 +518,10 @@ func (st *lzfseState) decodeBlock(dst []byte, o int, src []byte, pos int) (int, 
 //	1111MMMM, 0xF0 M8      match only, previous distance: M 1-15, or M8+16
 //	0x06 + 7 bytes         end of stream; 0x0E, 0x16 no-op
 //	0x1E..0x3E (step 8), 0x70-0x7F, 0xD0-0xDF undefined
+//
+// One piece on purpose: the opcode switch is the decoder's inner loop,
+// and each case shares the cursor, the output position and the previous
+// distance with the copy that follows it.
 func lzfseLZVN(dst []byte, o int, src []byte) (int, error) {
 	d := 0
 	for i := 0; ; {

@@ -3,7 +3,6 @@ package formats
 import (
 	"bytes"
 	"encoding/binary"
-	"os"
 	"path/filepath"
 	"testing"
 )
@@ -22,10 +21,7 @@ func lzfseTestChunks(t testing.TB) (chunks [][]byte, sizes []int) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	raw, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw := readFile(t, p)
 	for _, c := range d.(*dmgDisk).data {
 		if c.typ == dmgLZFSE {
 			chunks = append(chunks, raw[c.fOff:c.fOff+c.fLen])
@@ -74,7 +70,7 @@ func TestLZFSESampleChunks(t *testing.T) {
 		if _, err := lzfseDecode(short, c); err != lzfseErrOverflow {
 			t.Errorf("chunk %d into %d bytes: %v, want overflow", i, len(short), err)
 		}
-		if !allZero(short[len(short):cap(short)]) {
+		if !isZero(short[len(short):cap(short)]) {
 			t.Errorf("chunk %d: wrote past the declared size", i)
 		}
 		// Every truncation fails cleanly.
@@ -294,7 +290,7 @@ func FuzzLZFSE(f *testing.F) {
 		if n < 0 || n > size {
 			t.Fatalf("lzfseDecode wrote %d bytes into %d", n, size)
 		}
-		if !allZero(out[size:cap(out)]) {
+		if !isZero(out[size:cap(out)]) {
 			t.Fatal("wrote past the declared size")
 		}
 	})

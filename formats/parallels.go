@@ -113,8 +113,6 @@ type parallelsDisk struct {
 	allocated atomic.Int64
 }
 
-var _ Mapper = (*parallelsDisk)(nil)
-
 // parallelsOpenImage opens one expanding image; parent, when not nil,
 // backs its unallocated clusters and is closed with it.
 func parallelsOpenImage(path string, readOnly bool, parent Disk) (Disk, error) {
@@ -128,12 +126,8 @@ func parallelsOpenImage(path string, readOnly bool, parent Disk) (Disk, error) {
 }
 
 func parallelsParse(f *os.File, path string, readOnly bool) (*parallelsDisk, error) {
-	fsize, err := fileSize(f)
+	h, fsize, err := readHead(f, parallelsHeaderLen, "parallels", path)
 	if err != nil {
-		return nil, fmt.Errorf("parallels: %s: %w", path, err)
-	}
-	var h [parallelsHeaderLen]byte
-	if err := readFullAt(f, h[:], 0, "parallels", path); err != nil {
 		return nil, err
 	}
 	le := binary.LittleEndian
@@ -250,19 +244,14 @@ func (d *parallelsDisk) clusterOff(i int64, e uint32) (int64, error) {
 func (d *parallelsDisk) Size() int64 { return d.size }
 
 func (d *parallelsDisk) ReadAt(p []byte, off int64) (int, error) {
-	n := len(p)
-	p, err := clampRead(p, off, d.size)
-	if err != nil {
-		return 0, err
-	}
-	err = readClusters(p, off, d.clusterSize, d.readData, func(pos int64, chunk []byte) (int64, error) {
+	return readClusters(p, off, d.size, d.clusterSize, d.readData, func(pos int64, chunk []byte) (int64, error) {
 		i := pos / d.clusterSize
 		e, err := d.entry(i)
 		if err != nil {
 			return 0, err
 		}
 		if e == 0 {
-			return -1, qcow1ReadBacking(d.parent, chunk, pos)
+			return -1, readParent(d.parent, chunk, pos)
 		}
 		co, err := d.clusterOff(i, e)
 		if err != nil {
@@ -270,10 +259,6 @@ func (d *parallelsDisk) ReadAt(p []byte, off int64) (int, error) {
 		}
 		return co + pos%d.clusterSize, nil
 	})
-	if err != nil {
-		return 0, err
-	}
-	return n, nil
 }
 
 // readData reads image data; like qemu, the part of a cluster past the end
@@ -291,27 +276,7 @@ func (d *parallelsDisk) readData(p []byte, off int64) error {
 }
 
 func (d *parallelsDisk) WriteAt(p []byte, off int64) (int, error) {
-	n := len(p)
-	p, err := clampWrite(p, off, d.size, d.readOnly)
-	if err != nil {
-		return 0, err
-	}
-	if len(p) == 0 {
-		return n, nil
-	}
-	if err := d.markInUse(); err != nil {
-		return 0, err
-	}
-	for done := 0; done < len(p); {
-		pos := off + int64(done)
-		in := pos % d.clusterSize
-		chunk := p[done:min(len(p), done+int(d.clusterSize-in))]
-		if err := d.writeCluster(chunk, pos); err != nil {
-			return 0, err
-		}
-		done += len(chunk)
-	}
-	return n, nil
+	return writeUnits(p, off, d.size, d.readOnly, d.clusterSize, d.markInUse, d.writeCluster)
 }
 
 // markInUse sets the in-use mark before the first write, so that a crash
@@ -339,10 +304,7 @@ func (d *parallelsDisk) writeInUse(v uint32) error {
 	if err := d.pwrite(b[:], parallelsInUseOff); err != nil {
 		return err
 	}
-	if err := d.f.Sync(); err != nil {
-		return fmt.Errorf("parallels: %s: sync: %w", d.path, err)
-	}
-	return nil
+	return syncFile(d.f, "parallels", d.path)
 }
 
 func (d *parallelsDisk) writeCluster(data []byte, pos int64) error {
@@ -351,16 +313,21 @@ func (d *parallelsDisk) writeCluster(data []byte, pos int64) error {
 	if i >= d.batLen {
 		return corruptf("parallels", d.path, 32, "write at %d past the %d clusters of the BAT", pos, d.batLen)
 	}
-	e, err := d.entry(i)
-	if err != nil {
-		return err
-	}
-	if e != 0 {
+	// An allocated cluster is written in place; the entry is looked up
+	// again under allocMu, as another writer may have just allocated it.
+	inPlace := func(e uint32) error {
 		co, err := d.clusterOff(i, e)
 		if err != nil {
 			return err
 		}
 		return d.pwrite(data, co+in)
+	}
+	e, err := d.entry(i)
+	if err != nil {
+		return err
+	}
+	if e != 0 {
+		return inPlace(e)
 	}
 	d.allocMu.Lock()
 	defer d.allocMu.Unlock()
@@ -368,14 +335,10 @@ func (d *parallelsDisk) writeCluster(data []byte, pos int64) error {
 		return err
 	}
 	if e != 0 {
-		co, err := d.clusterOff(i, e)
-		if err != nil {
-			return err
-		}
-		return d.pwrite(data, co+in)
+		return inPlace(e)
 	}
 	whole := int64(len(data)) == d.clusterSize
-	if qedAllZero(data) && (d.parent == nil || pos >= d.parent.Size()) {
+	if isZero(data) && (d.parent == nil || pos >= d.parent.Size()) {
 		return nil // these sectors already read as zeros
 	}
 	if d.dataEnd == 0 {
@@ -386,7 +349,7 @@ func (d *parallelsDisk) writeCluster(data []byte, pos int64) error {
 	buf := data
 	if !whole {
 		buf = make([]byte, d.clusterSize)
-		if err := qcow1ReadBacking(d.parent, buf, pos-in); err != nil {
+		if err := readParent(d.parent, buf, pos-in); err != nil {
 			return err
 		}
 		copy(buf[in:], data)
@@ -470,10 +433,7 @@ func (d *parallelsDisk) scanBAT(fn func(i int64, e uint32) error) error {
 }
 
 func (d *parallelsDisk) pwrite(b []byte, off int64) error {
-	if _, err := d.f.WriteAt(b, off); err != nil {
-		return fmt.Errorf("parallels: %s: write at %#x: %w", d.path, off, err)
-	}
-	return nil
+	return writeFullAt(d.f, b, off, "parallels", d.path)
 }
 
 func (d *parallelsDisk) Map(off, length int64) (bool, int64, error) {
@@ -498,10 +458,7 @@ func (d *parallelsDisk) Flush() error {
 	if d.readOnly {
 		return nil
 	}
-	if err := d.f.Sync(); err != nil {
-		return fmt.Errorf("parallels: %s: sync: %w", d.path, err)
-	}
-	return nil
+	return syncFile(d.f, "parallels", d.path)
 }
 
 // Close makes everything durable, then restores the in-use field to
@@ -641,6 +598,24 @@ func (b *parallelsBundle) Info() Info {
 }
 
 func parallelsOpenBundle(xmlPath string, opt Options) (Disk, error) {
+	desc, err := parallelsReadDescriptor(xmlPath)
+	if err != nil {
+		return nil, err
+	}
+	images, chain, err := desc.chain(xmlPath)
+	if err != nil {
+		return nil, err
+	}
+	disk, err := parallelsOpenChain(xmlPath, images, chain, opt)
+	if err != nil {
+		return nil, fmt.Errorf("parallels: %s: %w", xmlPath, err)
+	}
+	return &parallelsBundle{Disk: disk, xmlPath: xmlPath, chain: chain}, nil
+}
+
+// parallelsReadDescriptor reads and decodes DiskDescriptor.xml and checks
+// that it describes one unpadded storage.
+func parallelsReadDescriptor(xmlPath string) (*parallelsDescriptor, error) {
 	f, err := OpenImageFile(xmlPath, false)
 	if err != nil {
 		return nil, err
@@ -653,8 +628,8 @@ func parallelsOpenBundle(xmlPath string, opt Options) (Disk, error) {
 	if len(raw) > parallelsMaxXML {
 		return nil, corruptf("parallels", xmlPath, -1, "descriptor larger than %d bytes", parallelsMaxXML)
 	}
-	var desc parallelsDescriptor
-	if err := xml.Unmarshal(raw, &desc); err != nil {
+	desc := &parallelsDescriptor{}
+	if err := xml.Unmarshal(raw, desc); err != nil {
 		return nil, corruptf("parallels", xmlPath, -1, "descriptor: %v", err)
 	}
 	if desc.Params.Padding != 0 {
@@ -666,11 +641,19 @@ func parallelsOpenBundle(xmlPath string, opt Options) (Disk, error) {
 		}
 		return nil, unsupportedf("parallels", xmlPath, "split image (%d storages)", len(desc.Storages))
 	}
+	return desc, nil
+}
+
+// parallelsImage is one image of the storage: its type and file.
+type parallelsImage struct{ typ, file string }
+
+// chain returns the storage's images by GUID and the snapshot chain from
+// the top snapshot down to the root.
+func (desc *parallelsDescriptor) chain(xmlPath string) (map[string]parallelsImage, []string, error) {
 	st := desc.Storages[0]
-	type image struct{ typ, file string }
-	images := map[string]image{}
+	images := map[string]parallelsImage{}
 	for _, im := range st.Images {
-		images[strings.ToLower(strings.TrimSpace(im.GUID))] = image{strings.TrimSpace(im.Type), strings.TrimSpace(im.File)}
+		images[strings.ToLower(strings.TrimSpace(im.GUID))] = parallelsImage{strings.TrimSpace(im.Type), strings.TrimSpace(im.File)}
 	}
 	parents := map[string]string{}
 	for _, s := range desc.Snapshots.Shots {
@@ -683,25 +666,31 @@ func parallelsOpenBundle(xmlPath string, opt Options) (Disk, error) {
 			top = strings.ToLower(strings.TrimSpace(st.Images[0].GUID))
 		}
 	}
-	// Walk from the top snapshot to the root.
 	var chain []string
 	for g := top; g != parallelsRootGUID && g != ""; g = parents[g] {
 		if len(chain) >= MaxChainDepth {
-			return nil, corruptf("parallels", xmlPath, -1, "snapshot chain deeper than %d (a loop?)", MaxChainDepth)
+			return nil, nil, corruptf("parallels", xmlPath, -1, "snapshot chain deeper than %d (a loop?)", MaxChainDepth)
 		}
 		if _, ok := images[g]; !ok {
-			return nil, corruptf("parallels", xmlPath, -1, "snapshot %s has no image", g)
+			return nil, nil, corruptf("parallels", xmlPath, -1, "snapshot %s has no image", g)
 		}
 		chain = append(chain, g)
 		if _, ok := parents[g]; !ok && len(desc.Snapshots.Shots) > 0 {
-			return nil, corruptf("parallels", xmlPath, -1, "image %s is not in the snapshot tree", g)
+			return nil, nil, corruptf("parallels", xmlPath, -1, "image %s is not in the snapshot tree", g)
 		}
 	}
 	if len(chain) == 0 {
-		return nil, corruptf("parallels", xmlPath, -1, "no top snapshot image")
+		return nil, nil, corruptf("parallels", xmlPath, -1, "no top snapshot image")
 	}
+	return images, chain, nil
+}
+
+// parallelsOpenChain opens the chain's images from the root up, each on
+// the one below; snapshots below the top are read-only.
+func parallelsOpenChain(xmlPath string, images map[string]parallelsImage, chain []string, opt Options) (Disk, error) {
 	dir := filepath.Dir(xmlPath)
 	var disk Disk
+	var err error
 	for k := len(chain) - 1; k >= 0; k-- {
 		im := images[chain[k]]
 		p := im.file
@@ -712,7 +701,7 @@ func parallelsOpenBundle(xmlPath string, opt Options) (Disk, error) {
 		if !filepath.IsAbs(p) {
 			p = filepath.Join(dir, p)
 		}
-		ro := k > 0 || opt.ReadOnly // snapshots below the top are read-only
+		ro := k > 0 || opt.ReadOnly
 		var d Disk
 		switch strings.ToLower(im.typ) {
 		case "plain":
@@ -735,9 +724,9 @@ func parallelsOpenBundle(xmlPath string, opt Options) (Disk, error) {
 		if disk != nil {
 			disk.Close()
 		}
-		return nil, fmt.Errorf("parallels: %s: %w", xmlPath, err)
+		return nil, err
 	}
-	return &parallelsBundle{Disk: disk, xmlPath: xmlPath, chain: chain}, nil
+	return disk, nil
 }
 
 // CanWrite: an image marked in use or carrying a format extension is

@@ -15,15 +15,7 @@ import (
 // parallelsFixture converts data to a Parallels image with qemu-img.
 func parallelsFixture(t testing.TB, data []byte, extra ...string) string {
 	t.Helper()
-	dir := t.TempDir()
-	src := filepath.Join(dir, "src.raw")
-	if err := os.WriteFile(src, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	dst := filepath.Join(dir, "img.hds")
-	args := append([]string{"convert", "-f", "raw", "-O", "parallels"}, extra...)
-	qemuImg(t, append(args, src, dst)...)
-	return dst
+	return qemuConvert(t, t.TempDir(), data, "parallels", "img.hds", extra...)
 }
 
 // parallelsChainRaw reads top over base with qemu: qemu opens a Parallels
@@ -34,10 +26,7 @@ func parallelsChainRaw(t testing.TB, top, base, baseFmt string) []byte {
 	spec := parallelsChainSpec(top, base, baseFmt)
 	out := filepath.Join(t.TempDir(), "chain.raw")
 	qemuImg(t, "convert", "-O", "raw", spec, out)
-	b, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := readFile(t, out)
 	return b
 }
 
@@ -49,19 +38,13 @@ func TestParallelsSamples(t *testing.T) {
 	for _, s := range samples(t, "parallels") {
 		t.Run(filepath.Base(s.Path), func(t *testing.T) {
 			p := sampleFile(t, s.Path)
-			before := qedFileMD5(t, p)
-			d := mustOpen(t, p, Options{ReadOnly: true})
-			if d.Size() != s.VSize {
-				t.Fatalf("size %d, want %d", d.Size(), s.VSize)
-			}
-			if got := diskMD5(t, d); got != s.MD5 {
-				t.Fatalf("md5 %s, want %s", got, s.MD5)
-			}
+			before := fileMD5(t, p)
+			d := openSample(t, p, s, true)
 			if d.Info().Format != "parallels" {
 				t.Fatalf("info %+v", d.Info())
 			}
 			d.Close()
-			if qedFileMD5(t, p) != before {
+			if fileMD5(t, p) != before {
 				t.Fatal("read-only open changed the sample")
 			}
 		})
@@ -83,7 +66,7 @@ func TestParallelsRead(t *testing.T) {
 		want := qemuRaw(t, "parallels", p)
 		d := mustOpen(t, p, Options{ReadOnly: true})
 		checkDisk(t, d, want)
-		qedCheckMap(t, d, "parallels", p)
+		checkMap(t, d, want, qemuMapData(t, "parallels", p, d.Size()))
 		if c.opts != nil {
 			checkConcurrentReads(t, d, want)
 		}
@@ -98,10 +81,7 @@ func TestParallelsRead(t *testing.T) {
 
 func parallelsInUseField(t testing.TB, p string) uint32 {
 	t.Helper()
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := readFile(t, p)
 	return binary.LittleEndian.Uint32(b[parallelsInUseOff:])
 }
 
@@ -153,15 +133,10 @@ func TestParallelsWrite(t *testing.T) {
 func TestParallelsInUse(t *testing.T) {
 	data := patternDisk(1<<20, 6)
 	p := parallelsFixture(t, data, "-o", "cluster_size=64K")
-	f, err := os.OpenFile(p, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var b [4]byte
 	binary.LittleEndian.PutUint32(b[:], parallelsInUse)
-	f.WriteAt(b[:], parallelsInUseOff)
-	f.Close()
-	before := qedFileMD5(t, p)
+	pokeFile(t, p, parallelsInUseOff, b[:])
+	before := fileMD5(t, p)
 	d := mustOpen(t, p, Options{ReadOnly: true})
 	checkDisk(t, d, data)
 	if len(d.Info().Warnings) == 0 {
@@ -171,7 +146,7 @@ func TestParallelsInUse(t *testing.T) {
 	if _, err := Open(p, Options{}); !errors.Is(err, ErrUnsupported) {
 		t.Fatalf("read-write open of an in-use image: %v, want ErrUnsupported", err)
 	}
-	if qedFileMD5(t, p) != before {
+	if fileMD5(t, p) != before {
 		t.Fatal("image changed")
 	}
 }
@@ -218,11 +193,11 @@ func TestParallelsBundle(t *testing.T) {
 		t.Fatal(err)
 	}
 	src := filepath.Join(t.TempDir(), "src.raw")
-	os.WriteFile(src, data, 0o644)
+	writeFile(t, src, data)
 	single := "disk.hdd.0." + parallelsTopGUID + ".hds"
 	qemuImg(t, "convert", "-f", "raw", "-O", "parallels", "-o", "cluster_size=64K", src, filepath.Join(dir, single))
 	xmlPath := filepath.Join(dir, parallelsXMLName)
-	os.WriteFile(xmlPath, []byte(parallelsDescriptorXML(size/512, 128, []string{single}, []string{"Compressed"}, []string{parallelsTopGUID})), 0o644)
+	writeFile(t, xmlPath, []byte(parallelsDescriptorXML(size/512, 128, []string{single}, []string{"Compressed"}, []string{parallelsTopGUID})))
 
 	want := qemuRaw(t, "parallels", filepath.Join(dir, single))
 	if d := mustOpen(t, filepath.Join(dir, single), Options{ReadOnly: true}); len(d.Info().Warnings) == 0 {
@@ -245,20 +220,22 @@ func TestParallelsBundle(t *testing.T) {
 
 	// Two snapshots: a root with data and an overlay (top) written by qemu.
 	root := "disk.hdd.0.{11111111-2222-3333-4444-555555555555}.hds"
-	os.Rename(filepath.Join(dir, single), filepath.Join(dir, root))
+	if err := os.Rename(filepath.Join(dir, single), filepath.Join(dir, root)); err != nil {
+		t.Fatal(err)
+	}
 	top := "disk.hdd.1." + parallelsTopGUID + ".hds"
 	topPath := filepath.Join(dir, top)
 	rootPath := filepath.Join(dir, root)
 	qemuImg(t, "create", "-f", "parallels", "-o", "cluster_size=64K", topPath, strconv.FormatInt(size, 10))
 	run(t, "qemu-io", "-f", "parallels", "-c", "write -P 0x5a 131072 65536", "-c", "write -P 0x5b 3145728 131072", topPath)
-	os.WriteFile(xmlPath, []byte(parallelsDescriptorXML(size/512, 128,
+	writeFile(t, xmlPath, []byte(parallelsDescriptorXML(size/512, 128,
 		[]string{root, top}, []string{"Compressed", "Compressed"},
-		[]string{"{11111111-2222-3333-4444-555555555555}", parallelsTopGUID})), 0o644)
+		[]string{"{11111111-2222-3333-4444-555555555555}", parallelsTopGUID})))
 	want = parallelsChainRaw(t, topPath, rootPath, "parallels")
-	rootSum := qedFileMD5(t, rootPath)
+	rootSum := fileMD5(t, rootPath)
 	d := mustOpen(t, dir, Options{ReadOnly: true})
 	checkDisk(t, d, want)
-	qedCheckMap(t, d, "", parallelsChainSpec(topPath, rootPath, "parallels"))
+	checkMap(t, d, want, qemuMapData(t, "", parallelsChainSpec(topPath, rootPath, "parallels"), d.Size()))
 	if info := d.Info(); info.Parent == nil || info.Parent.Path != rootPath {
 		t.Fatalf("bundle chain %+v", info)
 	}
@@ -270,13 +247,13 @@ func TestParallelsBundle(t *testing.T) {
 	x := parallelsDescriptorXML(size/512, 128, []string{root, top}, []string{"Compressed", "Compressed"},
 		[]string{"{11111111-2222-3333-4444-555555555555}", other})
 	x = strings.Replace(x, "<Snapshots>\n", "<Snapshots>\n    <TopGUID>"+other+"</TopGUID>\n", 1)
-	os.WriteFile(xmlPath, []byte(x), 0o644)
+	writeFile(t, xmlPath, []byte(x))
 	d = mustOpen(t, dir, Options{ReadOnly: true})
 	checkDisk(t, d, want)
 	d.Close()
-	os.WriteFile(xmlPath, []byte(parallelsDescriptorXML(size/512, 128,
+	writeFile(t, xmlPath, []byte(parallelsDescriptorXML(size/512, 128,
 		[]string{root, top}, []string{"Compressed", "Compressed"},
-		[]string{"{11111111-2222-3333-4444-555555555555}", parallelsTopGUID})), 0o644)
+		[]string{"{11111111-2222-3333-4444-555555555555}", parallelsTopGUID})))
 
 	// Writes go to the top snapshot only; partial clusters copy the root.
 	model := append([]byte(nil), want...)
@@ -293,13 +270,13 @@ func TestParallelsBundle(t *testing.T) {
 		t.Fatal("qemu reads the written chain differently")
 	}
 	qemuCheck(t, "parallels", topPath)
-	if qedFileMD5(t, rootPath) != rootSum {
+	if fileMD5(t, rootPath) != rootSum {
 		t.Fatal("a write changed the root snapshot")
 	}
 
 	// A plain (raw) root under an expanding overlay.
 	plain := "disk.hdd.0.plain.hds"
-	os.WriteFile(filepath.Join(dir, plain), data, 0o644)
+	writeFile(t, filepath.Join(dir, plain), data)
 	os.WriteFile(xmlPath, []byte(parallelsDescriptorXML(size/512, 128,
 		[]string{plain, top}, []string{"Plain", "Compressed"},
 		[]string{"{11111111-2222-3333-4444-555555555555}", parallelsTopGUID})), 0o644)
@@ -309,16 +286,16 @@ func TestParallelsBundle(t *testing.T) {
 	d.Close()
 
 	// A missing snapshot file.
-	os.Remove(filepath.Join(dir, plain))
+	removeFile(t, filepath.Join(dir, plain))
 	if _, err := Open(dir, Options{ReadOnly: true}); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("missing image: %v, want ErrNotExist", err)
 	}
 	// Split storages and unknown XML.
-	os.WriteFile(xmlPath, []byte(`<Parallels_disk_image Version="1.0"><StorageData><Storage/><Storage/></StorageData></Parallels_disk_image>`), 0o644)
+	writeFile(t, xmlPath, []byte(`<Parallels_disk_image Version="1.0"><StorageData><Storage/><Storage/></StorageData></Parallels_disk_image>`))
 	if _, err := Open(dir, Options{ReadOnly: true}); !errors.Is(err, ErrUnsupported) {
 		t.Fatalf("split image: %v, want ErrUnsupported", err)
 	}
-	os.WriteFile(xmlPath, []byte(`<Parallels_disk_image Version="1.0"><StorageData>`), 0o644)
+	writeFile(t, xmlPath, []byte(`<Parallels_disk_image Version="1.0"><StorageData>`))
 	if _, err := Open(dir, Options{ReadOnly: true}); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("broken XML: %v, want ErrCorrupt", err)
 	}
@@ -326,36 +303,24 @@ func TestParallelsBundle(t *testing.T) {
 
 func TestParallelsCorruptVariants(t *testing.T) {
 	for _, s := range []string{"qemu-iotests/parallels-v1.bz2", "qemu-iotests/parallels-v2.bz2"} {
-		img, err := os.ReadFile(sampleFile(t, s))
-		if err != nil {
-			t.Fatal(err)
-		}
+		img := readFile(t, sampleFile(t, s))
 		for i, c := range corruptVariants(img, 7, 60) {
-			fuzzOpen(t, "c"+strconv.Itoa(i)+".hds", c)
+			tryCrafted(t, "c"+strconv.Itoa(i)+".hds", c, readSome)
 		}
 	}
 }
 
 func FuzzParallels(f *testing.F) {
 	for _, s := range []string{"qemu-iotests/parallels-v1.bz2", "qemu-iotests/parallels-v2.bz2"} {
-		img, err := os.ReadFile(sampleFile(f, s))
-		if err != nil {
-			f.Fatal(err)
-		}
+		img := readFile(f, sampleFile(f, s))
 		f.Add(img[:128<<10]) // header, BAT and the first clusters
 	}
 	f.Add([]byte(parallelsDescriptorXML(8192, 2048, []string{"a.hds"}, []string{"Compressed"}, []string{parallelsTopGUID})))
 	f.Fuzz(func(t *testing.T, b []byte) { commonFuzzDisk(t, "fuzz.hds", b) })
 }
 
-func BenchmarkParallelsSeqRead(b *testing.B) {
-	d := mustOpen(b, parallelsFixture(b, patternDisk(8<<20, 1)), Options{ReadOnly: true})
-	benchReads(b, d, false)
-}
+func BenchmarkParallelsSeqRead(b *testing.B) { benchReads(b, benchFixture(b, parallelsFixture), false) }
 
-func BenchmarkParallelsRandRead(b *testing.B) {
-	d := mustOpen(b, parallelsFixture(b, patternDisk(8<<20, 1)), Options{ReadOnly: true})
-	benchReads(b, d, true)
-}
+func BenchmarkParallelsRandRead(b *testing.B) { benchReads(b, benchFixture(b, parallelsFixture), true) }
 
 func BenchmarkParallelsOpen2TiB(b *testing.B) { benchOpen(b, "parallels", "hds") }

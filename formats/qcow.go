@@ -38,6 +38,7 @@ func qcow1Probe(pd *ProbeData) bool {
 }
 
 type qcow1Disk struct {
+	readOnlyFormat
 	f           *os.File
 	path        string
 	fileSize    int64
@@ -56,8 +57,6 @@ type qcow1Disk struct {
 	zip *lru[int64, []byte]   // compressed cluster offset -> cluster data
 }
 
-var _ Mapper = (*qcow1Disk)(nil)
-
 func qcow1Open(path string, opt Options) (Disk, error) {
 	// qcow v1 is read-only in vdflat whatever the options say.
 	return openDisk(path, true, func(f *os.File) (*qcow1Disk, error) {
@@ -70,12 +69,8 @@ func qcow1Open(path string, opt Options) (Disk, error) {
 }
 
 func qcow1Parse(f *os.File, path string) (*qcow1Disk, error) {
-	fsize, err := fileSize(f)
+	h, fsize, err := readHead(f, qcow1HeaderLen, "qcow", path)
 	if err != nil {
-		return nil, fmt.Errorf("qcow: %s: %w", path, err)
-	}
-	var h [qcow1HeaderLen]byte
-	if err := readFullAt(f, h[:], 0, "qcow", path); err != nil {
 		return nil, err
 	}
 	be := binary.BigEndian
@@ -191,14 +186,13 @@ func (d *qcow1Disk) l2Table(l1i int64) ([]uint64, error) {
 
 func (d *qcow1Disk) Size() int64 { return d.size }
 
+// readData reads stored bytes of the image file.
+func (d *qcow1Disk) readData(b []byte, off int64) error {
+	return readFullAt(d.f, b, off, "qcow", d.path)
+}
+
 func (d *qcow1Disk) ReadAt(p []byte, off int64) (int, error) {
-	n := len(p)
-	p, err := clampRead(p, off, d.size)
-	if err != nil {
-		return 0, err
-	}
-	read := func(b []byte, fo int64) error { return readFullAt(d.f, b, fo, "qcow", d.path) }
-	err = readClusters(p, off, d.clusterSize, read, func(pos int64, chunk []byte) (int64, error) {
+	return readClusters(p, off, d.size, d.clusterSize, d.readData, func(pos int64, chunk []byte) (int64, error) {
 		vc := pos >> d.clusterBits
 		in := pos & (d.clusterSize - 1)
 		e, err := d.entry(vc)
@@ -206,7 +200,7 @@ func (d *qcow1Disk) ReadAt(p []byte, off int64) (int, error) {
 		case err != nil:
 			return 0, err
 		case e == 0:
-			return -1, qcow1ReadBacking(d.parent, chunk, pos)
+			return -1, readParent(d.parent, chunk, pos)
 		case e&qcow1Compressed != 0:
 			data, err := d.cluster(e)
 			if err != nil {
@@ -221,10 +215,6 @@ func (d *qcow1Disk) ReadAt(p []byte, off int64) (int, error) {
 		}
 		return int64(e) + in, nil
 	})
-	if err != nil {
-		return 0, err
-	}
-	return n, nil
 }
 
 // cluster returns the decompressed data of a compressed L2 entry.
@@ -252,13 +242,6 @@ func (d *qcow1Disk) cluster(e uint64) ([]byte, error) {
 	return data, nil
 }
 
-func (d *qcow1Disk) WriteAt(p []byte, off int64) (int, error) {
-	if err := checkIO(p, off); err != nil {
-		return 0, err
-	}
-	return 0, ErrReadOnly
-}
-
 func (d *qcow1Disk) Map(off, length int64) (bool, int64, error) {
 	return mapRuns(off, length, d.size, d.parent, func(pos, limit int64) (mapState, int64, error) {
 		vc := pos >> d.clusterBits
@@ -277,8 +260,6 @@ func (d *qcow1Disk) Map(off, length int64) (bool, int64, error) {
 		return mapData, step, nil
 	})
 }
-
-func (d *qcow1Disk) Flush() error { return nil }
 
 func (d *qcow1Disk) Close() error {
 	return closeChain(nil, d.f, d.parent)
@@ -301,26 +282,3 @@ func (d *qcow1Disk) Info() Info {
 	}
 	return info
 }
-
-// qcow1ReadBacking fills p with the parent's bytes at off, or zeros where
-// there is no parent or the parent is shorter (qemu's rule for qcow, QED
-// and Parallels backing files alike).
-func qcow1ReadBacking(parent Disk, p []byte, off int64) error {
-	if parent == nil {
-		clear(p)
-		return nil
-	}
-	psize := qcow1RoundUp(parent.Size(), SectorSize)
-	if off >= psize {
-		clear(p)
-		return nil
-	}
-	if rem := psize - off; int64(len(p)) > rem {
-		clear(p[rem:])
-		p = p[:rem]
-	}
-	_, err := parent.ReadAt(p, off)
-	return err
-}
-
-func qcow1RoundUp(n, m int64) int64 { return (n + m - 1) / m * m }

@@ -148,8 +148,6 @@ type qcow2Disk struct {
 	allocGen   atomic.Int64 // bumped by every allocating write
 }
 
-var _ Mapper = (*qcow2Disk)(nil)
-
 func qcow2Probe(pd *ProbeData) bool {
 	if len(pd.Head) < 8 || binary.BigEndian.Uint32(pd.Head) != qcow2Magic {
 		return false
@@ -189,56 +187,9 @@ func (d *qcow2Disk) open(opt Options) error {
 		return fmt.Errorf("qcow2: %s: %w", d.path, err)
 	}
 	d.fileEnd.Store(fsize)
-	var raw [112]byte
-	if fsize < 72 {
-		return d.corrupt(0, "file too small for a header (%d bytes)", fsize)
-	}
-	hb := raw[:min(int64(len(raw)), fsize)]
-	if err := readFullAt(d.f, hb, 0, "qcow2", d.path); err != nil {
+	if err := d.readHeader(fsize); err != nil {
 		return err
 	}
-	h := &d.h
-	be := binary.BigEndian
-	h.Magic, h.Version = be.Uint32(hb[0:]), be.Uint32(hb[4:])
-	h.BackingOff, h.BackingLen = be.Uint64(hb[8:]), be.Uint32(hb[16:])
-	h.ClusterBits, h.Size = be.Uint32(hb[20:]), be.Uint64(hb[24:])
-	h.CryptMethod, h.L1Size, h.L1Off = be.Uint32(hb[32:]), be.Uint32(hb[36:]), be.Uint64(hb[40:])
-	h.RTOff, h.RTClusters = be.Uint64(hb[48:]), be.Uint32(hb[56:])
-	h.NbSnapshots, h.SnapOff = be.Uint32(hb[60:]), be.Uint64(hb[64:])
-	if h.Magic != qcow2Magic {
-		return d.corrupt(0, "bad magic %#x", h.Magic)
-	}
-	switch h.Version {
-	case 2:
-		h.RefcountOrder, h.HeaderLen = 4, 72
-	case 3:
-		if len(hb) < 104 {
-			return d.corrupt(0, "file too small for a v3 header")
-		}
-		h.Incompat, h.Compat, h.Autoclear = be.Uint64(hb[72:]), be.Uint64(hb[80:]), be.Uint64(hb[88:])
-		h.RefcountOrder, h.HeaderLen = be.Uint32(hb[96:]), be.Uint32(hb[100:])
-		if h.HeaderLen < 104 || h.HeaderLen%8 != 0 {
-			return d.corrupt(100, "bad header length %d", h.HeaderLen)
-		}
-		if h.HeaderLen > 104 && len(hb) > 104 {
-			h.CompressionType = hb[104]
-		}
-		d.v3 = true
-	default:
-		return d.unsupported("version %d (only 2 and 3 are supported)", h.Version)
-	}
-	if h.ClusterBits < 9 || h.ClusterBits > 21 {
-		return d.corrupt(20, "cluster bits %d out of range 9-21", h.ClusterBits)
-	}
-	d.cb = uint(h.ClusterBits)
-	d.cs = 1 << d.cb
-	if int64(h.HeaderLen) > d.cs {
-		return d.corrupt(100, "header length %d larger than a cluster", h.HeaderLen)
-	}
-	if h.RefcountOrder > 6 {
-		return d.corrupt(96, "refcount order %d out of range 0-6", h.RefcountOrder)
-	}
-
 	// The first cluster holds the header, its extensions and the
 	// backing file name.
 	head := make([]byte, min(d.cs, fsize))
@@ -249,22 +200,140 @@ func (d *qcow2Disk) open(opt Options) error {
 	if err != nil {
 		return err
 	}
+	if err := d.checkFeatures(featureNames); err != nil {
+		return err
+	}
+	if err := d.loadL1(fsize); err != nil {
+		return err
+	}
+	if err := d.readSnapshots(fsize); err != nil {
+		return err
+	}
+	if err := d.listFeatures(); err != nil {
+		return err
+	}
+	d.l2cache = newLRU[int64, []uint64](int(max(4, qcow2CacheBytes/d.cs)))
+	d.zcache = newLRU[uint64, []byte](int(max(2, qcow2ZCacheBytes/d.cs)))
+	d.allocBytes.Store(-2)
 
+	if err := d.openDataFile(); err != nil {
+		return err
+	}
+	if err := d.openBacking(head, opt); err != nil {
+		return err
+	}
+	if !d.readOnly {
+		// Reopen read-write only now that the header allows it.
+		rw, err := OpenImageFile(d.path, true)
+		if err != nil {
+			return err
+		}
+		if d.data == d.f {
+			d.data = rw
+		}
+		d.f.Close()
+		d.f = rw
+	}
+	return nil
+}
+
+// readHeader reads, decodes and validates the fixed header into d.h.
+func (d *qcow2Disk) readHeader(fsize int64) error {
+	var raw [112]byte
+	if fsize < 72 {
+		return d.corrupt(0, "file too small for a header (%d bytes)", fsize)
+	}
+	hb := raw[:min(int64(len(raw)), fsize)]
+	if err := readFullAt(d.f, hb, 0, "qcow2", d.path); err != nil {
+		return err
+	}
+	d.h = qcow2DecodeHeader(hb)
+	if err := d.h.validate(d.path, len(hb)); err != nil {
+		return err
+	}
+	d.v3 = d.h.Version == 3
+	d.cb = uint(d.h.ClusterBits)
+	d.cs = 1 << d.cb
+	return nil
+}
+
+// qcow2DecodeHeader decodes the fixed header at the start of hb (72
+// bytes at least) without judging it. A v2 header gets the v2 meaning of
+// the v3 fields; a v3 header shorter than its 104 bytes leaves them zero
+// (validate refuses it).
+func qcow2DecodeHeader(hb []byte) qcow2Header {
+	be := binary.BigEndian
+	h := qcow2Header{
+		Magic: be.Uint32(hb[0:]), Version: be.Uint32(hb[4:]),
+		BackingOff: be.Uint64(hb[8:]), BackingLen: be.Uint32(hb[16:]),
+		ClusterBits: be.Uint32(hb[20:]), Size: be.Uint64(hb[24:]),
+		CryptMethod: be.Uint32(hb[32:]), L1Size: be.Uint32(hb[36:]), L1Off: be.Uint64(hb[40:]),
+		RTOff: be.Uint64(hb[48:]), RTClusters: be.Uint32(hb[56:]),
+		NbSnapshots: be.Uint32(hb[60:]), SnapOff: be.Uint64(hb[64:]),
+	}
+	switch {
+	case h.Version == 2:
+		h.RefcountOrder, h.HeaderLen = 4, 72
+	case h.Version == 3 && len(hb) >= 104:
+		h.Incompat, h.Compat, h.Autoclear = be.Uint64(hb[72:]), be.Uint64(hb[80:]), be.Uint64(hb[88:])
+		h.RefcountOrder, h.HeaderLen = be.Uint32(hb[96:]), be.Uint32(hb[100:])
+		if h.HeaderLen > 104 && len(hb) > 104 {
+			h.CompressionType = hb[104]
+		}
+	}
+	return h
+}
+
+// validate checks the header fields that every later step relies on; n
+// is how many header bytes the file holds.
+func (h *qcow2Header) validate(path string, n int) error {
+	if h.Magic != qcow2Magic {
+		return corruptf("qcow2", path, 0, "bad magic %#x", h.Magic)
+	}
+	switch h.Version {
+	case 2:
+	case 3:
+		if n < 104 {
+			return corruptf("qcow2", path, 0, "file too small for a v3 header")
+		}
+		if h.HeaderLen < 104 || h.HeaderLen%8 != 0 {
+			return corruptf("qcow2", path, 100, "bad header length %d", h.HeaderLen)
+		}
+	default:
+		return unsupportedf("qcow2", path, "version %d (only 2 and 3 are supported)", h.Version)
+	}
+	if h.ClusterBits < 9 || h.ClusterBits > 21 {
+		return corruptf("qcow2", path, 20, "cluster bits %d out of range 9-21", h.ClusterBits)
+	}
+	if int64(h.HeaderLen) > 1<<h.ClusterBits {
+		return corruptf("qcow2", path, 100, "header length %d larger than a cluster", h.HeaderLen)
+	}
+	if h.RefcountOrder > 6 {
+		return corruptf("qcow2", path, 96, "refcount order %d out of range 0-6", h.RefcountOrder)
+	}
+	return nil
+}
+
+// checkFeatures refuses what vdflat cannot read (encryption, unknown
+// incompatible features, compression types) and sets the layout the
+// incompatible features choose. names is the feature name table.
+func (d *qcow2Disk) checkFeatures(names map[[2]int]string) error {
+	h := &d.h
 	if h.CryptMethod != 0 {
 		return d.unsupported("encryption (crypt_method %d) is not supported", h.CryptMethod)
 	}
 	if unk := h.Incompat &^ qcow2IncKnown; unk != 0 {
-		var names []string
+		var list []string
 		for bit := 0; bit < 64; bit++ {
 			if unk&(1<<bit) != 0 {
 				s := "incompatible feature bit " + strconv.Itoa(bit)
-				if n := featureNames[[2]int{0, bit}]; n != "" {
+				if n := names[[2]int{0, bit}]; n != "" {
 					s += " (" + n + ")"
 				}
-				names = append(names, s)
+				list = append(list, s)
 			}
 		}
-		return d.unsupported("%s", strings.Join(names, ", "))
+		return d.unsupported("%s", strings.Join(list, ", "))
 	}
 	d.extL2 = h.Incompat&qcow2IncExtL2 != 0
 	d.scs = d.cs
@@ -287,8 +356,13 @@ func (d *qcow2Disk) open(opt Options) error {
 	} else if h.CompressionType != 0 {
 		return d.corrupt(104, "compression type %d without the compression type feature bit", h.CompressionType)
 	}
+	return nil
+}
 
-	// Virtual size and L1 table: bounded by qemu's limits and the file.
+// loadL1 checks the virtual size and the table offsets against qemu's
+// limits and the file, and reads the L1 table.
+func (d *qcow2Disk) loadL1(fsize int64) error {
+	h := &d.h
 	if h.Size > 1<<62 {
 		return d.corrupt(24, "virtual size %d too large", h.Size)
 	}
@@ -311,18 +385,19 @@ func (d *qcow2Disk) open(opt Options) error {
 		}
 		d.l1 = make([]uint64, need)
 		for i := range d.l1 {
-			d.l1[i] = be.Uint64(b[i*8:])
+			d.l1[i] = binary.BigEndian.Uint64(b[i*8:])
 		}
 	}
 	if h.RTOff%uint64(d.cs) != 0 || int64(h.RTClusters)*d.cs > qcow2MaxRTBytes || h.RTOff > uint64(fsize) {
 		return d.corrupt(48, "refcount table at %#x (%d clusters) unaligned or too large", h.RTOff, h.RTClusters)
 	}
+	return nil
+}
 
-	if err := d.readSnapshots(fsize); err != nil {
-		return err
-	}
-
-	// Features and read-only decisions.
+// listFeatures names the image's features for Info and makes the
+// read-only decisions the dirty and corrupt bits force.
+func (d *qcow2Disk) listFeatures() error {
+	h := &d.h
 	if d.zstd {
 		d.features = append(d.features, "compression zstd")
 	} else {
@@ -352,29 +427,6 @@ func (d *qcow2Disk) open(opt Options) error {
 		d.warnings = append(d.warnings, "the image is marked corrupt; run qemu-img check -r all")
 		d.readOnly = true
 		d.roReason = "image is marked corrupt (qcow2 corrupt bit)"
-	}
-
-	d.l2cache = newLRU[int64, []uint64](int(max(4, qcow2CacheBytes/d.cs)))
-	d.zcache = newLRU[uint64, []byte](int(max(2, qcow2ZCacheBytes/d.cs)))
-	d.allocBytes.Store(-2)
-
-	if err := d.openDataFile(); err != nil {
-		return err
-	}
-	if err := d.openBacking(head, opt); err != nil {
-		return err
-	}
-	if !d.readOnly {
-		// Reopen read-write only now that the header allows it.
-		rw, err := OpenImageFile(d.path, true)
-		if err != nil {
-			return err
-		}
-		if d.data == d.f {
-			d.data = rw
-		}
-		d.f.Close()
-		d.f = rw
 	}
 	return nil
 }
@@ -540,12 +592,12 @@ func (d *qcow2Disk) Flush() error {
 	if !d.wstarted {
 		return nil
 	}
-	if err := d.f.Sync(); err != nil {
-		return fmt.Errorf("qcow2: %s: %w", d.path, err)
+	if err := syncFile(d.f, "qcow2", d.path); err != nil {
+		return err
 	}
 	if d.data != d.f {
-		if err := d.data.Sync(); err != nil {
-			return fmt.Errorf("qcow2: %s: %w", d.dataPath, err)
+		if err := syncFile(d.data, "qcow2", d.dataPath); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -679,7 +731,9 @@ func (d *qcow2Disk) l2table(l1i int) ([]uint64, error) {
 
 // resolve maps guest bytes [off, end) into at most len(out) extents,
 // merging neighbours of the same kind (data only when host-contiguous).
-// It holds mu shared while it looks, and does no data I/O.
+// It holds mu shared while it looks, and does no data I/O. One piece on
+// purpose: every read runs it, and the three levels (L1 entry, cluster,
+// subcluster) share the cursor and the extent being merged.
 func (d *qcow2Disk) resolve(off, end int64, out []qcow2Extent) (int, error) {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
@@ -786,26 +840,15 @@ func (d *qcow2Disk) resolve(off, end int64, out []qcow2Extent) (int, error) {
 }
 
 func (d *qcow2Disk) ReadAt(p []byte, off int64) (int, error) {
-	if err := checkIO(p, off); err != nil {
-		return 0, err
-	}
 	n := len(p)
-	if off >= d.size {
-		clear(p)
-		return n, nil
-	}
-	// Read whole sectors up to the sector that holds the end, then zero
-	// what lies past Size.
-	if lim := qcow2RoundUp(d.size, SectorSize) - off; int64(len(p)) > lim {
-		clear(p[lim:])
-		p = p[:lim]
+	p, err := clampReadSectors(p, off, d.size)
+	if err != nil {
+		return 0, err
 	}
 	if err := d.readVirt(p, off); err != nil {
 		return 0, err
 	}
-	if tail := d.size - off; tail < int64(len(p)) {
-		clear(p[tail:])
-	}
+	clearPastEnd(p, off, d.size)
 	return n, nil
 }
 
@@ -828,9 +871,7 @@ func (d *qcow2Disk) readVirt(p []byte, off int64) error {
 			case qcow2KindZero:
 				clear(q)
 			case qcow2KindHole:
-				if d.parent == nil {
-					clear(q)
-				} else if _, err := d.parent.ReadAt(q, off); err != nil {
+				if err := readParent(d.parent, q, off); err != nil {
 					return err
 				}
 			case qcow2KindData:
@@ -1036,7 +1077,7 @@ func (d *qcow2Disk) Map(off, length int64) (bool, int64, error) {
 	if err != nil {
 		return false, 0, err
 	}
-	n = qcow2RoundUp(n, SectorSize)
+	n = roundUp(n, SectorSize)
 	switch k {
 	case qcow2KindData, qcow2KindCompressed:
 		return true, n, nil
@@ -1053,10 +1094,8 @@ func (d *qcow2Disk) Map(off, length int64) (bool, int64, error) {
 		}
 		return a, min(n, pn), nil
 	}
-	return true, min(n, qcow2RoundUp(d.parent.Size()-off, SectorSize)), nil
+	return true, min(n, roundUp(d.parent.Size()-off, SectorSize)), nil
 }
-
-func qcow2RoundUp(n, m int64) int64 { return (n + m - 1) / m * m }
 
 // CanWrite: a dirty image must be repaired first and a corrupt one is
 // never written; any other qcow2 image can be.

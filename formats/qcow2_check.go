@@ -15,11 +15,8 @@ import (
 	"sort"
 )
 
-var _ Checker = (*qcow2Disk)(nil)
-
 const (
 	qcow2CheckMaxClusters = 64 << 20 // 192 MiB of counters at most
-	qcow2CheckMaxFindings = 100
 	qcow2MaxBitmapDir     = 64 << 20 // qemu's QCOW2_MAX_BITMAP_DIRECTORY_SIZE
 	qcow2MaxBitmapTable   = 1 << 28  // bytes of one bitmap table
 )
@@ -42,25 +39,16 @@ var qcow2UseNames = [...]string{"unused", "header", "L1 table", "L2 table", "ref
 	"refcount block", "data", "compressed data", "snapshot table", "bitmap"}
 
 type qcow2Checker struct {
-	d        *qcow2Disk
-	fsize    int64
-	n        int64 // clusters in the file (the last one may be partial)
-	refs     []uint16
-	over     map[int64]uint64 // references beyond 0xffff
-	use      []uint8
-	l2refs   map[int64]uint64 // L2 table offset -> L1 entries naming it
-	findings []string
-	dropped  int
+	d      *qcow2Disk
+	fsize  int64
+	n      int64 // clusters in the file (the last one may be partial)
+	refs   []uint16
+	over   map[int64]uint64 // references beyond 0xffff
+	use    []uint8
+	l2refs map[int64]uint64 // L2 table offset -> L1 entries naming it
+	findingList
 	refDiffs int
 	l1Budget int64 // bytes of snapshot L1 tables still to read
-}
-
-func (c *qcow2Checker) addf(format string, a ...any) {
-	if len(c.findings) < qcow2CheckMaxFindings {
-		c.findings = append(c.findings, fmt.Sprintf(format, a...))
-	} else {
-		c.dropped++
-	}
 }
 
 // expected is the number of references counted for cluster cl.
@@ -147,17 +135,17 @@ func (d *qcow2Disk) check() ([]string, error) {
 	// Active L1 table: all l1_size entries, as qemu walks them.
 	active, err := c.l1Table(int64(h.L1Off), int64(h.L1Size), "active L1 table")
 	if err != nil {
-		return c.findings, err
+		return c.list, err
 	}
 	if err := c.snapshots(); err != nil {
-		return c.findings, err
+		return c.list, err
 	}
 	rt, err := c.refTable()
 	if err != nil {
-		return c.findings, err
+		return c.list, err
 	}
 	if err := c.bitmaps(); err != nil {
-		return c.findings, err
+		return c.list, err
 	}
 
 	// Each distinct L2 table once, its clusters counted once per L1
@@ -170,25 +158,23 @@ func (d *qcow2Disk) check() ([]string, error) {
 	buf := make([]byte, d.cs)
 	for _, off := range offs {
 		if err := readFullAt(d.f, buf, off, "qcow2", d.path); err != nil {
-			return c.findings, err
+			return c.list, err
 		}
 		c.l2Table(buf, off, c.l2refs[off])
 	}
 
 	if err := c.copiedFlags(active, buf); err != nil {
-		return c.findings, err
+		return c.list, err
 	}
 	if err := c.compare(rt, buf); err != nil {
-		return c.findings, err
+		return c.list, err
 	}
-	if c.dropped > 0 {
-		c.findings = append(c.findings, fmt.Sprintf("%d more findings not listed", c.dropped))
-	}
+	findings := c.done()
 	if c.refDiffs > 0 && h.Incompat&qcow2IncDirty != 0 {
 		// Always listed: it explains the others.
-		c.findings = append(c.findings, "the image is marked dirty (lazy refcounts), which explains refcount differences; qemu-img check -r all repairs them")
+		findings = append(findings, "the image is marked dirty (lazy refcounts), which explains refcount differences; qemu-img check -r all repairs them")
 	}
-	return c.findings, nil
+	return findings, nil
 }
 
 // l1Table counts an L1 table and the L2 tables it names, and returns

@@ -9,25 +9,6 @@ import (
 	"testing"
 )
 
-// qcow2CheckFindings opens path read-only and returns what Check finds.
-func qcow2CheckFindings(t *testing.T, path string) []string {
-	t.Helper()
-	d, err := Open(path, Options{ReadOnly: true})
-	if err != nil {
-		t.Fatalf("Open(%s): %v", path, err)
-	}
-	defer d.Close()
-	ck, ok := d.(Checker)
-	if !ok {
-		t.Fatalf("%s: %T does not implement Checker", path, d)
-	}
-	f, err := ck.Check()
-	if err != nil {
-		t.Fatalf("Check(%s): %v (findings %q)", path, err, f)
-	}
-	return f
-}
-
 // qcow2CheckOracle runs `qemu-img check` and returns its output and
 // whether it found the image clean.
 func qcow2CheckOracle(t *testing.T, path string) (string, bool) {
@@ -56,7 +37,7 @@ func TestQCOW2CheckClean(t *testing.T) {
 		{"writes-4k", func(t *testing.T) string {
 			p := filepath.Join(t.TempDir(), "a.qcow2")
 			qemuImg(t, "create", "-f", "qcow2", "-o", "cluster_size=4096", p, "5M")
-			qcow2QemuIO(t, "qcow2", p, "write -P 0x11 0 70k", "write -P 0x12 2m 8k", "write -z 3m 64k", "write -P 0x13 5119k 1k")
+			qemuIO(t, "qcow2", p, "write -P 0x11 0 70k", "write -P 0x12 2m 8k", "write -z 3m 64k", "write -P 0x13 5119k 1k")
 			return p
 		}},
 		{"v2", func(t *testing.T) string {
@@ -67,23 +48,23 @@ func TestQCOW2CheckClean(t *testing.T) {
 		}},
 		{"refcount64-extl2", func(t *testing.T) string {
 			p := qcow2Convert(t, pattern, "refcount_bits=64,extended_l2=on,cluster_size=16384", false)
-			qcow2QemuIO(t, "qcow2", p, "write -P 0x21 1m 2k", "write -z 2m 1k")
+			qemuIO(t, "qcow2", p, "write -P 0x21 1m 2k", "write -z 2m 1k")
 			return p
 		}},
 		{"compressed-snapshots", func(t *testing.T) string {
 			p := qcow2Convert(t, pattern, "cluster_size=4096", true)
 			qemuImg(t, "snapshot", "-c", "one", p)
-			qcow2QemuIO(t, "qcow2", p, "write -P 0x31 0 20k", "write -P 0x32 1m 4k")
+			qemuIO(t, "qcow2", p, "write -P 0x31 0 20k", "write -P 0x32 1m 4k")
 			qemuImg(t, "snapshot", "-c", "two", p)
-			qcow2QemuIO(t, "qcow2", p, "write -P 0x33 8k 8k", "write -z 2m 64k")
+			qemuIO(t, "qcow2", p, "write -P 0x33 8k 8k", "write -z 2m 64k")
 			return p
 		}},
 		{"extl2-compressed-snapshot-deleted", func(t *testing.T) string {
 			p := qcow2Convert(t, pattern, "extended_l2=on,cluster_size=16384", true)
 			qemuImg(t, "snapshot", "-c", "one", p)
-			qcow2QemuIO(t, "qcow2", p, "write -P 0x34 4k 2k", "write -z 1m 32k")
+			qemuIO(t, "qcow2", p, "write -P 0x34 4k 2k", "write -z 1m 32k")
 			qemuImg(t, "snapshot", "-c", "two", p)
-			qcow2QemuIO(t, "qcow2", p, "write -P 0x35 2m 8k")
+			qemuIO(t, "qcow2", p, "write -P 0x35 2m 8k")
 			qemuImg(t, "snapshot", "-d", "one", p)
 			return p
 		}},
@@ -99,14 +80,14 @@ func TestQCOW2CheckClean(t *testing.T) {
 		{"bitmaps", func(t *testing.T) string {
 			p := qcow2Convert(t, pattern, "cluster_size=4096", false)
 			qemuImg(t, "bitmap", "--add", p, "b0")
-			qcow2QemuIO(t, "qcow2", p, "write -P 0x41 0 64k", "write -P 0x42 2m 64k")
+			qemuIO(t, "qcow2", p, "write -P 0x41 0 64k", "write -P 0x42 2m 64k")
 			return p
 		}},
 		{"backing-chain", func(t *testing.T) string {
 			base := qcow2Convert(t, pattern, "cluster_size=4096", false)
 			p := filepath.Join(t.TempDir(), "top.qcow2")
 			qemuImg(t, "create", "-f", "qcow2", "-o", "cluster_size=4096", "-b", base, "-F", "qcow2", p)
-			qcow2QemuIO(t, "qcow2", p, "write -P 0x51 4k 4k", "write -P 0x52 1m 70k")
+			qemuIO(t, "qcow2", p, "write -P 0x51 4k 4k", "write -P 0x52 1m 70k")
 			return p
 		}},
 		{"data-file", func(t *testing.T) string {
@@ -134,7 +115,7 @@ func TestQCOW2CheckClean(t *testing.T) {
 			if out, clean := qcow2CheckOracle(t, p); !clean {
 				t.Fatalf("qemu-img check finds the fixture unclean:\n%s", out)
 			}
-			if f := qcow2CheckFindings(t, p); len(f) != 0 {
+			if f := checkFindings(t, p); len(f) != 0 {
 				t.Fatalf("findings on a clean image: %q", f)
 			}
 		})
@@ -160,14 +141,9 @@ func qcow2CheckLocate(t *testing.T, p string) qcow2CheckLayout {
 	var lay qcow2CheckLayout
 	lay.cs = q.cs
 	lay.l2 = int64(q.l1[0] & qcow2OffMask)
-	f, _ := os.Open(p)
-	defer f.Close()
-	b := make([]byte, 8)
-	f.ReadAt(b, lay.l2)
-	lay.entry = int64(binary.BigEndian.Uint64(b))
+	lay.entry = int64(binary.BigEndian.Uint64(peekFile(t, p, lay.l2, 8)))
 	lay.host = lay.entry & int64(qcow2OffMask)
-	f.ReadAt(b, int64(q.h.RTOff))
-	lay.rtBlock = int64(binary.BigEndian.Uint64(b))
+	lay.rtBlock = int64(binary.BigEndian.Uint64(peekFile(t, p, int64(q.h.RTOff), 8)))
 	if lay.host == 0 || lay.rtBlock == 0 || q.h.RefcountOrder != 4 {
 		t.Fatalf("unexpected fixture layout %+v", lay)
 	}
@@ -175,26 +151,11 @@ func qcow2CheckLocate(t *testing.T, p string) qcow2CheckLayout {
 	return lay
 }
 
-func qcow2CheckPoke(t *testing.T, p string, off int64, b []byte) {
-	t.Helper()
-	f, err := os.OpenFile(p, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.WriteAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func TestQCOW2CheckDamage(t *testing.T) {
 	src := filepath.Join(t.TempDir(), "src.qcow2")
 	qemuImg(t, "create", "-f", "qcow2", "-o", "cluster_size=4096", src, "4M")
-	qcow2QemuIO(t, "qcow2", src, "write -P 0x11 0 40k", "write -P 0x12 3m 8k")
-	orig, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
+	qemuIO(t, "qcow2", src, "write -P 0x11 0 40k", "write -P 0x12 3m 8k")
+	orig := readFile(t, src)
 	lay := qcow2CheckLocate(t, src)
 	be16 := func(v uint16) []byte { return binary.BigEndian.AppendUint16(nil, v) }
 	be64 := func(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
@@ -203,10 +164,10 @@ func TestQCOW2CheckDamage(t *testing.T) {
 		damage     func(t *testing.T, p string)
 	}{
 		{"refcount-0", "is in use but its refcount is 0", func(t *testing.T, p string) {
-			qcow2CheckPoke(t, p, lay.refPos, be16(0))
+			pokeFile(t, p, lay.refPos, be16(0))
 		}},
 		{"refcount-2", "has refcount 2 but 1 reference", func(t *testing.T, p string) {
-			qcow2CheckPoke(t, p, lay.refPos, be16(2))
+			pokeFile(t, p, lay.refPos, be16(2))
 		}},
 		{"leak", "is unused but has refcount 1 (leaked)", func(t *testing.T, p string) {
 			// A free cluster appended to the file, counted as used.
@@ -215,16 +176,16 @@ func TestQCOW2CheckDamage(t *testing.T) {
 			if err := os.Truncate(p, end+lay.cs); err != nil {
 				t.Fatal(err)
 			}
-			qcow2CheckPoke(t, p, lay.rtBlock+(end/lay.cs)*2, be16(1))
+			pokeFile(t, p, lay.rtBlock+(end/lay.cs)*2, be16(1))
 		}},
 		{"l2-past-eof", "points past the end of the file", func(t *testing.T, p string) {
-			qcow2CheckPoke(t, p, lay.l2, be64(uint64(1<<30)|qcow2Copied))
+			pokeFile(t, p, lay.l2, be64(uint64(1<<30)|qcow2Copied))
 		}},
 		{"l2-unaligned", "not cluster-aligned", func(t *testing.T, p string) {
-			qcow2CheckPoke(t, p, lay.l2, be64(uint64(lay.host+512)|qcow2Copied))
+			pokeFile(t, p, lay.l2, be64(uint64(lay.host+512)|qcow2Copied))
 		}},
 		{"copied-clear", "copied flag is clear", func(t *testing.T, p string) {
-			qcow2CheckPoke(t, p, lay.l2, be64(uint64(lay.host)))
+			pokeFile(t, p, lay.l2, be64(uint64(lay.host)))
 		}},
 		{"lazy-refcount-crash", "marked dirty", func(t *testing.T, p string) {
 			// Refcounts not updated before a crash: qemu-io aborts with
@@ -234,7 +195,7 @@ func TestQCOW2CheckDamage(t *testing.T) {
 		}},
 		{"shared-cluster", "has refcount 1 but 2 reference(s)", func(t *testing.T, p string) {
 			// A second guest cluster pointing at the first one's host cluster.
-			qcow2CheckPoke(t, p, lay.l2+8*100, be64(uint64(lay.host)|qcow2Copied))
+			pokeFile(t, p, lay.l2+8*100, be64(uint64(lay.host)|qcow2Copied))
 		}},
 	}
 	for _, tc := range cases {
@@ -246,7 +207,7 @@ func TestQCOW2CheckDamage(t *testing.T) {
 			if clean {
 				t.Fatalf("qemu-img check finds no problem in the damaged image:\n%s", out)
 			}
-			f := qcow2CheckFindings(t, p)
+			f := checkFindings(t, p)
 			t.Logf("findings: %q", f)
 			found := false
 			for _, s := range f {
@@ -262,34 +223,15 @@ func TestQCOW2CheckDamage(t *testing.T) {
 func TestQCOW2CheckBackingDamage(t *testing.T) {
 	base := filepath.Join(t.TempDir(), "base.qcow2")
 	qemuImg(t, "create", "-f", "qcow2", "-o", "cluster_size=4096", base, "2M")
-	qcow2QemuIO(t, "qcow2", base, "write -P 0x11 0 8k")
+	qemuIO(t, "qcow2", base, "write -P 0x11 0 8k")
 	lay := qcow2CheckLocate(t, base)
 	top := filepath.Join(t.TempDir(), "top.qcow2")
 	qemuImg(t, "create", "-f", "qcow2", "-b", base, "-F", "qcow2", top)
-	qcow2QemuIO(t, "qcow2", top, "write -P 0x12 1m 4k")
-	qcow2CheckPoke(t, base, lay.refPos, []byte{0, 0})
-	f := qcow2CheckFindings(t, top)
+	qemuIO(t, "qcow2", top, "write -P 0x12 1m 4k")
+	pokeFile(t, base, lay.refPos, []byte{0, 0})
+	f := checkFindings(t, top)
 	if len(f) != 1 || !strings.HasPrefix(f[0], "backing file "+base+": cluster at") || !strings.Contains(f[0], "refcount is 0") {
 		t.Fatalf("findings %q", f)
-	}
-}
-
-// qcow2CheckTry writes data to a file, opens it read-only and, if that
-// works, checks it: crafted metadata must give findings or an error,
-// never a panic or an unbounded allocation. Used by every format's
-// crafted-input check test.
-func qcow2CheckTry(t *testing.T, name string, data []byte) {
-	p := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(p, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	d, err := Open(p, Options{ReadOnly: true})
-	if err != nil {
-		return
-	}
-	defer d.Close()
-	if ck, ok := d.(Checker); ok {
-		ck.Check()
 	}
 }
 
@@ -300,33 +242,17 @@ func qcow2CheckSeeds(t testing.TB) [][]byte {
 	for _, opts := range []string{"cluster_size=512", "cluster_size=1024,compat=0.10", "extended_l2=on,cluster_size=16384,compression_type=zstd"} {
 		p := qcow2Convert(t, patternDisk(12<<10, 5), opts, true)
 		qemuImg(t, "snapshot", "-c", "s", p)
-		qcow2QemuIO(t, "qcow2", p, "write -P 0x11 2k 1k")
+		qemuIO(t, "qcow2", p, "write -P 0x11 2k 1k")
 		if !strings.Contains(opts, "compat=0.10") {
 			qemuImg(t, "bitmap", "--add", p, "b")
-			qcow2QemuIO(t, "qcow2", p, "write -P 0x12 8k 1k")
+			qemuIO(t, "qcow2", p, "write -P 0x12 8k 1k")
 		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
+		b := readFile(t, p)
 		out = append(out, b)
 	}
 	return out
 }
 
-func TestQCOW2CheckCrafted(t *testing.T) {
-	for i, seed := range qcow2CheckSeeds(t) {
-		for _, v := range corruptVariants(seed, int64(i), 25) {
-			qcow2CheckTry(t, "c.qcow2", v)
-		}
-	}
-}
+func TestQCOW2CheckCrafted(t *testing.T) { tryVariants(t, "c.qcow2", qcow2CheckSeeds(t), 25, runCheck) }
 
-func FuzzQCOW2Check(f *testing.F) {
-	for _, b := range qcow2CheckSeeds(f) {
-		f.Add(b)
-	}
-	f.Fuzz(func(t *testing.T, data []byte) {
-		qcow2CheckTry(t, "f.qcow2", data)
-	})
-}
+func FuzzQCOW2Check(f *testing.F) { fuzzCrafted(f, "f.qcow2", qcow2CheckSeeds(f), runCheck) }

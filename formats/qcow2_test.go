@@ -2,16 +2,14 @@ package formats
 
 import (
 	"bytes"
-	"crypto/md5"
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io/fs"
-	"math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -19,41 +17,14 @@ import (
 // qcow2Convert makes a qcow2 image from raw data with qemu-img convert.
 func qcow2Convert(t testing.TB, data []byte, opts string, compress bool) string {
 	t.Helper()
-	dir := t.TempDir()
-	raw := filepath.Join(dir, "src.raw")
-	if err := os.WriteFile(raw, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(dir, "img.qcow2")
-	args := []string{"convert", "-f", "raw", "-O", "qcow2"}
+	var args []string
 	if opts != "" {
 		args = append(args, "-o", opts)
 	}
 	if compress {
 		args = append(args, "-c")
 	}
-	qemuImg(t, append(args, raw, out)...)
-	return out
-}
-
-func qcow2FileMD5(t testing.TB, path string) string {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := md5.Sum(b)
-	return hex.EncodeToString(s[:])
-}
-
-// qcow2QemuIO runs qemu-io commands on an image.
-func qcow2QemuIO(t testing.TB, fmtName, path string, cmds ...string) {
-	t.Helper()
-	args := []string{"-f", fmtName}
-	for _, c := range cmds {
-		args = append(args, "-c", c)
-	}
-	run(t, "qemu-io", append(args, path)...)
+	return qemuConvert(t, t.TempDir(), data, "qcow2", "img.qcow2", args...)
 }
 
 var qcow2ReadVariants = []struct {
@@ -91,65 +62,18 @@ func TestQCOW2Read(t *testing.T) {
 			if info.Format != "qcow2" || info.Variant != v.variant {
 				t.Fatalf("format %q variant %q, want qcow2 %q", info.Format, info.Variant, v.variant)
 			}
-			qcow2Check(t, d, want, v.conc)
+			checkDiskReads(t, 300, d, want)
 			if v.conc {
 				checkConcurrentReads(t, d, want)
 			}
 			if got, exp := info.Allocated, qcow2MapAllocated(t, p); got != exp {
 				t.Fatalf("Allocated %d, qemu-img map says %d", got, exp)
 			}
-			if strings.Contains(v.opts, "zstd") != qcow2Has(info.Features, "compression zstd") {
+			if strings.Contains(v.opts, "zstd") != slices.Contains(info.Features, "compression zstd") {
 				t.Fatalf("features %v", info.Features)
 			}
 		})
 	}
-}
-
-// qcow2Check compares d with want: with the shared checkDisk when full
-// is set, else with a quicker equivalent (the shared helper compares byte
-// by byte, which takes seconds under -race).
-func qcow2Check(t *testing.T, d Disk, want []byte, full bool) {
-	t.Helper()
-	if full {
-		checkDisk(t, d, want)
-		return
-	}
-	if d.Size() != int64(len(want)) {
-		t.Fatalf("Size() = %d, want %d", d.Size(), len(want))
-	}
-	padded := make([]byte, (len(want)+2*SectorSize-1)/SectorSize*SectorSize)
-	copy(padded, want)
-	cmp := func(off, n int64) {
-		got := make([]byte, n)
-		if _, err := d.ReadAt(got, off); err != nil {
-			t.Fatalf("ReadAt(%d bytes at %d): %v", n, off, err)
-		}
-		if !bytes.Equal(got, padded[off:off+n]) {
-			for i := range got {
-				if got[i] != padded[off+int64(i)] {
-					t.Fatalf("byte at %d (read of %d at %d): got %#x, want %#x", off+int64(i), n, off, got[i], padded[off+int64(i)])
-				}
-			}
-		}
-	}
-	for off := int64(0); off < int64(len(padded)); off += 1 << 20 {
-		cmp(off, min(1<<20, int64(len(padded))-off))
-	}
-	r := rand.New(rand.NewSource(2))
-	sectors := int64(len(padded)) / SectorSize
-	for i := 0; i < 300; i++ {
-		s := r.Int63n(sectors)
-		cmp(s*SectorSize, (1+r.Int63n(min(sectors-s, 300)))*SectorSize)
-	}
-}
-
-func qcow2Has(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // TestQCOW2ZeroAndSubclusters writes zero clusters, preallocated zero
@@ -160,16 +84,14 @@ func TestQCOW2ZeroAndSubclusters(t *testing.T) {
 		t.Run(opts, func(t *testing.T) {
 			dir := t.TempDir()
 			base := filepath.Join(dir, "base.raw")
-			if err := os.WriteFile(base, patternDisk(2<<20, 3), 0o644); err != nil {
-				t.Fatal(err)
-			}
+			writeFile(t, base, patternDisk(2<<20, 3))
 			top := filepath.Join(dir, "top.qcow2")
 			o := "backing_file=base.raw,backing_fmt=raw"
 			if opts != "" {
 				o += "," + opts
 			}
 			qemuImg(t, "create", "-f", "qcow2", "-o", o, top, "3M")
-			qcow2QemuIO(t, "qcow2", top,
+			qemuIO(t, "qcow2", top,
 				"write -P 0x11 0 128k",
 				"write -z 64k 64k",
 				"write -z 512k 192k",
@@ -180,8 +102,8 @@ func TestQCOW2ZeroAndSubclusters(t *testing.T) {
 				"write -P 0x55 3070k 2k")
 			want := qemuRaw(t, "qcow2", top)
 			d := mustOpen(t, top, Options{ReadOnly: true})
-			qcow2Check(t, d, want, opts == "extended_l2=on")
-			qcow2CheckMap(t, d, want)
+			checkDiskReads(t, 300, d, want)
+			checkMap(t, d, want, nil)
 			if got, exp := d.Info().Allocated, qcow2MapAllocated(t, top); got != exp {
 				t.Fatalf("Allocated %d, qemu-img map says %d", got, exp)
 			}
@@ -210,46 +132,22 @@ func qcow2MapAllocated(t *testing.T, path string) int64 {
 	return n
 }
 
-// qcow2CheckMap checks that Map says "not allocated" only where the disk
-// reads as zeros.
-func qcow2CheckMap(t *testing.T, d Disk, want []byte) {
-	t.Helper()
-	m := d.(Mapper)
-	for off := int64(0); off < d.Size(); {
-		a, n, err := m.Map(off, d.Size()-off)
-		if err != nil || n <= 0 {
-			t.Fatalf("Map(%d) = %v, %d, %v", off, a, n, err)
-		}
-		if !a {
-			end := min(off+n, int64(len(want)))
-			for i := off; i < end; i++ {
-				if want[i] != 0 {
-					t.Fatalf("Map says hole at %d+%d, byte %d is %#x", off, n, i, want[i])
-				}
-			}
-		}
-		off += n
-	}
-}
-
 // qcow2Chain builds base.raw <- mid.qcow2 <- top.qcow2 with data at each
 // level and returns the paths (top last).
 func qcow2Chain(t testing.TB, dir, topOpts string) (base, mid, top string) {
 	t.Helper()
 	base = filepath.Join(dir, "base.raw")
-	if err := os.WriteFile(base, patternDisk(1<<20+512, 11), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, base, patternDisk(1<<20+512, 11))
 	mid = filepath.Join(dir, "mid.qcow2")
 	qemuImg(t, "create", "-f", "qcow2", "-o", "compat=0.10,cluster_size=4096", "-b", "base.raw", "-F", "raw", mid, "2M")
-	qcow2QemuIO(t, "qcow2", mid, "write -P 0x5a 4k 12k", "write -P 0x6b 1000k 100k", "write -P 0x7c 1500k 8k")
+	qemuIO(t, "qcow2", mid, "write -P 0x5a 4k 12k", "write -P 0x6b 1000k 100k", "write -P 0x7c 1500k 8k")
 	top = filepath.Join(dir, "top.qcow2")
 	o := "backing_file=mid.qcow2,backing_fmt=qcow2"
 	if topOpts != "" {
 		o += "," + topOpts
 	}
 	qemuImg(t, "create", "-f", "qcow2", "-o", o, top, "3M")
-	qcow2QemuIO(t, "qcow2", top, "write -P 0x01 8k 64k", "write -z 1010k 20k", "write -P 0x02 2900k 60k")
+	qemuIO(t, "qcow2", top, "write -P 0x01 8k 64k", "write -z 1010k 20k", "write -P 0x02 2900k 60k")
 	return base, mid, top
 }
 
@@ -267,7 +165,7 @@ func TestQCOW2Chain(t *testing.T) {
 	if info.Metadata["backing_file"] != "mid.qcow2" {
 		t.Fatalf("metadata %v", info.Metadata)
 	}
-	qcow2CheckMap(t, d, want)
+	checkMap(t, d, want, nil)
 }
 
 func TestQCOW2BackingErrors(t *testing.T) {
@@ -297,14 +195,14 @@ func TestQCOW2BackingErrors(t *testing.T) {
 func TestQCOW2Snapshots(t *testing.T) {
 	p := qcow2Convert(t, patternDisk(2<<20, 21), "cluster_size=4096", false)
 	qemuImg(t, "snapshot", "-c", "first", p)
-	qcow2QemuIO(t, "qcow2", p, "write -P 0x99 0 100k", "write -z 1m 64k")
+	qemuIO(t, "qcow2", p, "write -P 0x99 0 100k", "write -z 1m 64k")
 	qemuImg(t, "snapshot", "-c", "second snap", p)
-	qcow2QemuIO(t, "qcow2", p, "write -P 0x98 50k 8k")
+	qemuIO(t, "qcow2", p, "write -P 0x98 50k 8k")
 	want := qemuRaw(t, "qcow2", p)
 	d := mustOpen(t, p, Options{ReadOnly: true})
-	qcow2Check(t, d, want, false)
+	checkDiskReads(t, 300, d, want)
 	info := d.Info()
-	if !qcow2Has(info.Features, "snapshots 2") {
+	if !slices.Contains(info.Features, "snapshots 2") {
 		t.Fatalf("features %v", info.Features)
 	}
 	if !strings.Contains(info.Metadata["snapshot.1"], "name=first") || !strings.Contains(info.Metadata["snapshot.2"], "name=second snap") {
@@ -315,7 +213,7 @@ func TestQCOW2Snapshots(t *testing.T) {
 	// Writes to the active state must not change the snapshots.
 	snap := filepath.Join(t.TempDir(), "snap1.raw")
 	qemuImg(t, "convert", "-f", "qcow2", "-O", "raw", "-l", "snapshot.name=first", p, snap)
-	before := qcow2FileMD5(t, snap)
+	before := fileMD5(t, snap)
 	w := mustOpen(t, p, Options{})
 	randomWrites(t, w, want, 60, 5)
 	if err := w.Close(); err != nil {
@@ -326,7 +224,7 @@ func TestQCOW2Snapshots(t *testing.T) {
 	}
 	qemuCheck(t, "qcow2", p)
 	qemuImg(t, "convert", "-f", "qcow2", "-O", "raw", "-l", "snapshot.name=first", p, snap)
-	if qcow2FileMD5(t, snap) != before {
+	if fileMD5(t, snap) != before {
 		t.Fatal("writes changed snapshot 'first'")
 	}
 }
@@ -344,9 +242,9 @@ func TestQCOW2DataFile(t *testing.T) {
 		qcow2RunIn(t, dir, "qemu-io", "-f", "qcow2", "-c", "write -P 0x31 0 70k", "-c", "write -P 0x32 1m 4k", "-c", "write -z 8k 4k", "img.qcow2")
 		want := qcow2RawIn(t, dir)
 		d := mustOpen(t, p, Options{ReadOnly: true})
-		qcow2Check(t, d, want, false)
+		checkDiskReads(t, 300, d, want)
 		info := d.Info()
-		if !qcow2Has(info.Features, "external data file") || len(info.Files) != 2 || raw != qcow2Has(info.Features, "data_file_raw") {
+		if !slices.Contains(info.Features, "external data file") || len(info.Files) != 2 || raw != slices.Contains(info.Features, "data_file_raw") {
 			t.Fatalf("info %+v", info)
 		}
 		d.Close()
@@ -391,28 +289,25 @@ func TestQCOW2DirtyCorruptBits(t *testing.T) {
 	clear(want)
 	p := filepath.Join(t.TempDir(), "lazy.qcow2")
 	qemuImg(t, "create", "-f", "qcow2", "-o", "lazy_refcounts=on", p, "1M")
-	qcow2QemuIO(t, "qcow2", p, "write -P 0x77 0 64k")
+	qemuIO(t, "qcow2", p, "write -P 0x77 0 64k")
 	cmd := []string{"-f", "qcow2", "-c", "write -P 0x78 256k 64k", "-c", "abort", p}
 	_ = runMayFail("qemu-io", cmd...)
-	hdr := make([]byte, 80)
-	f, _ := os.Open(p)
-	f.ReadAt(hdr, 0)
-	f.Close()
+	hdr := peekFile(t, p, 0, 80)
 	if binary.BigEndian.Uint64(hdr[72:])&qcow2IncDirty == 0 {
 		t.Fatal("qemu-io abort left no dirty bit")
 	}
-	sum := qcow2FileMD5(t, p)
+	sum := fileMD5(t, p)
 	d := mustOpen(t, p, Options{ReadOnly: true})
 	want = qemuRaw(t, "qcow2", p)
 	if !bytes.Equal(want[:64<<10], bytes.Repeat([]byte{0x77}, 64<<10)) {
 		t.Fatal("qemu-img does not read the first write back")
 	}
-	qcow2Check(t, d, want, false)
-	if !qcow2Has(d.Info().Features, "dirty") {
+	checkDiskReads(t, 300, d, want)
+	if !slices.Contains(d.Info().Features, "dirty") {
 		t.Fatalf("features %v", d.Info().Features)
 	}
 	d.Close()
-	if qcow2FileMD5(t, p) != sum {
+	if fileMD5(t, p) != sum {
 		t.Fatal("read-only open changed the file")
 	}
 	_, err := Open(p, Options{})
@@ -436,19 +331,19 @@ func TestQCOW2DirtyCorruptBits(t *testing.T) {
 	if _, err := d.WriteAt(make([]byte, 512), 0); !errors.Is(err, ErrReadOnly) {
 		t.Fatalf("write to corrupt image: %v", err)
 	}
-	qcow2Check(t, d, want, false)
+	checkDiskReads(t, 300, d, want)
 }
 
 // qcow2RawIn converts dir/img.qcow2 to raw from within dir: qemu 7.2
 // looks for a relative data file name in its working directory.
 func qcow2RawIn(t testing.TB, dir string) []byte {
 	t.Helper()
-	os.Remove(filepath.Join(dir, "out.raw"))
-	qcow2RunIn(t, dir, "qemu-img", "convert", "-f", "qcow2", "-O", "raw", "img.qcow2", "out.raw")
-	b, err := os.ReadFile(filepath.Join(dir, "out.raw"))
-	if err != nil {
+	// Convert afresh each time; the first call finds no earlier output.
+	if err := os.Remove(filepath.Join(dir, "out.raw")); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		t.Fatal(err)
 	}
+	qcow2RunIn(t, dir, "qemu-img", "convert", "-f", "qcow2", "-O", "raw", "img.qcow2", "out.raw")
+	b := readFile(t, filepath.Join(dir, "out.raw"))
 	return b
 }
 
@@ -495,7 +390,7 @@ func TestQCOW2Autoclear(t *testing.T) {
 	d := mustOpen(t, p, Options{})
 	randomWrites(t, d, want, 5, 1)
 	d.Close()
-	b, _ := os.ReadFile(p)
+	b := readFile(t, p)
 	if ac := binary.BigEndian.Uint64(b[88:]); ac != 0 {
 		t.Fatalf("autoclear %#x after a write, want 0", ac)
 	}
@@ -532,7 +427,7 @@ func TestQCOW2Write(t *testing.T) {
 				dir := t.TempDir()
 				base, _, top := qcow2Chain(t, dir, v.opts)
 				p, parentPath = top, filepath.Join(dir, "mid.qcow2")
-				parentSum = qcow2FileMD5(t, parentPath) + qcow2FileMD5(t, base)
+				parentSum = fileMD5(t, parentPath) + fileMD5(t, base)
 				model = qemuRaw(t, "qcow2", top)
 			} else {
 				model = patternDisk(size, 13)
@@ -555,11 +450,11 @@ func TestQCOW2Write(t *testing.T) {
 			qemuCheck(t, "qcow2", p)
 			if v.backing {
 				base := filepath.Join(filepath.Dir(p), "base.raw")
-				if qcow2FileMD5(t, parentPath)+qcow2FileMD5(t, base) != parentSum {
+				if fileMD5(t, parentPath)+fileMD5(t, base) != parentSum {
 					t.Fatal("a write changed a backing file")
 				}
 			}
-			qcow2Check(t, mustOpen(t, p, Options{ReadOnly: true}), model, false)
+			checkDiskReads(t, 300, mustOpen(t, p, Options{ReadOnly: true}), model)
 		})
 	}
 }
@@ -569,7 +464,7 @@ func TestQCOW2Write(t *testing.T) {
 func TestQCOW2RefcountGrowth(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "small.qcow2")
 	qemuImg(t, "create", "-f", "qcow2", "-o", "cluster_size=512", p, "10M")
-	b, _ := os.ReadFile(p)
+	b := readFile(t, p)
 	rtBefore := binary.BigEndian.Uint64(b[48:])
 	model := make([]byte, 10<<20)
 	d := mustOpen(t, p, Options{})
@@ -584,7 +479,7 @@ func TestQCOW2RefcountGrowth(t *testing.T) {
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
-	b, _ = os.ReadFile(p)
+	b = readFile(t, p)
 	if binary.BigEndian.Uint64(b[48:]) == rtBefore {
 		t.Fatal("refcount table did not move")
 	}
@@ -604,13 +499,7 @@ func TestQCOW2Samples(t *testing.T) {
 				}
 				return
 			}
-			d := mustOpen(t, p, Options{ReadOnly: true})
-			if d.Size() != s.VSize {
-				t.Fatalf("size %d, want %d", d.Size(), s.VSize)
-			}
-			if got := diskMD5(t, d); got != s.MD5 {
-				t.Fatalf("md5 %s, want %s", got, s.MD5)
-			}
+			openSample(t, p, s, true)
 		})
 	}
 }
@@ -620,10 +509,7 @@ func TestQCOW2Crafted(t *testing.T) {
 		opts     string
 		compress bool
 	}{{"cluster_size=4096", false}, {"cluster_size=4096,extended_l2=off", true}, {"extended_l2=on,cluster_size=16384", false}} {
-		img, err := os.ReadFile(qcow2Convert(t, patternDisk(256<<10, 5), v.opts, v.compress))
-		if err != nil {
-			t.Fatal(err)
-		}
+		img := readFile(t, qcow2Convert(t, patternDisk(256<<10, 5), v.opts, v.compress))
 		for i, c := range corruptVariants(img, int64(i0(v.compress)), 60) {
 			_ = i
 			qcow2OpenCrafted(t, c)
@@ -641,11 +527,9 @@ func i0(b bool) int {
 // qcow2OpenCrafted opens a crafted image read-write too: writes must fail
 // cleanly or work, never panic.
 func qcow2OpenCrafted(t *testing.T, data []byte) {
-	fuzzOpen(t, "c.qcow2", data)
+	tryCrafted(t, "c.qcow2", data, readSome)
 	p := filepath.Join(t.TempDir(), "w.qcow2")
-	if err := os.WriteFile(p, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, p, data)
 	d, err := Open(p, Options{})
 	if err != nil {
 		return
@@ -664,14 +548,11 @@ func FuzzQCOW2(f *testing.F) {
 	for _, opts := range []string{"cluster_size=512", "cluster_size=512,compat=0.10", "extended_l2=on,cluster_size=16384,compression_type=zstd"} {
 		data := patternDisk(8<<10, 5)
 		p := qcow2Convert(f, data, opts, strings.Contains(opts, "zstd"))
-		b, err := os.ReadFile(p)
-		if err != nil {
-			f.Fatal(err)
-		}
+		b := readFile(f, p)
 		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		fuzzOpen(t, "f.qcow2", data)
+		tryCrafted(t, "f.qcow2", data, readSome)
 	})
 }
 
@@ -691,18 +572,12 @@ func BenchmarkQCOW2RandRead(b *testing.B)       { benchReads(b, qcow2BenchImage(
 func BenchmarkQCOW2CompressedRead(b *testing.B) { benchReads(b, qcow2BenchImage(b, true), false) }
 
 func BenchmarkQCOW2Open2TiB(b *testing.B) {
+	var cases []benchOpenCase
 	for _, size := range []string{"2M", "2T"} {
 		p := filepath.Join(b.TempDir(), "big.qcow2")
 		qemuImg(b, "create", "-f", "qcow2", p, size)
-		qcow2QemuIO(b, "qcow2", p, "write -P 1 0 64k", "write -P 2 1M 64k")
-		b.Run(size, func(b *testing.B) {
-			for i := 0; i < b.N; i++ {
-				d, err := Open(p, Options{ReadOnly: true})
-				if err != nil {
-					b.Fatal(err)
-				}
-				d.Close()
-			}
-		})
+		qemuIO(b, "qcow2", p, "write -P 1 0 64k", "write -P 2 1M 64k")
+		cases = append(cases, benchOpenCase{size, p})
 	}
+	benchOpens(b, false, cases...)
 }

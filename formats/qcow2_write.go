@@ -13,40 +13,17 @@ package formats
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 )
 
 func (d *qcow2Disk) WriteAt(p []byte, off int64) (int, error) {
-	if err := checkIO(p, off); err != nil {
-		return 0, err
+	prepare := func() error { return firstWrite(&d.wdone, &d.allocMu, d.startWrite) }
+	n, err := writeUnits(p, off, d.size, d.readOnly, d.cs, prepare, d.writeCluster)
+	if d.readOnly && errors.Is(err, ErrReadOnly) {
+		return 0, fmt.Errorf("qcow2: %s: %s: %w", d.path, d.roReason, err)
 	}
-	if d.readOnly {
-		return 0, fmt.Errorf("qcow2: %s: %s: %w", d.path, d.roReason, ErrReadOnly)
-	}
-	n := len(p)
-	if off >= d.size {
-		return n, nil
-	}
-	if lim := d.size - off; int64(len(p)) > lim {
-		p = p[:lim]
-	}
-	if !d.wdone.Load() {
-		d.allocMu.Lock()
-		err := d.startWrite()
-		d.allocMu.Unlock()
-		if err != nil {
-			return 0, err
-		}
-	}
-	for len(p) > 0 {
-		k := min(int64(len(p)), d.cs-off&(d.cs-1))
-		if err := d.writeCluster(p[:k], off); err != nil {
-			return 0, err
-		}
-		p = p[k:]
-		off += k
-	}
-	return n, nil
+	return n, err
 }
 
 // startWrite runs before the first modification: it clears the
@@ -80,7 +57,7 @@ func (d *qcow2Disk) startWrite() error {
 	for i := range d.rt {
 		d.rt[i] = binary.BigEndian.Uint64(b[i*8:])
 	}
-	d.next = qcow2RoundUp(fend, d.cs)
+	d.next = roundUp(fend, d.cs)
 	d.wbuf = make([]byte, d.cs)
 	d.wstarted = true
 	d.wdone.Store(true)
@@ -88,10 +65,7 @@ func (d *qcow2Disk) startWrite() error {
 }
 
 func (d *qcow2Disk) pwrite(b []byte, off int64) error {
-	if _, err := d.f.WriteAt(b, off); err != nil {
-		return fmt.Errorf("qcow2: %s: write at %#x: %w", d.path, off, err)
-	}
-	return nil
+	return writeFullAt(d.f, b, off, "qcow2", d.path)
 }
 
 // entry returns the L2 entry (and subcluster bitmap) of guest cluster vc.
@@ -137,10 +111,7 @@ func (d *qcow2Disk) subMask(in, n int64) uint64 {
 }
 
 func (d *qcow2Disk) writeData(p []byte, host int64) error {
-	if _, err := d.data.WriteAt(p, host); err != nil {
-		return fmt.Errorf("qcow2: %s: write at %#x: %w", d.path, host, err)
-	}
-	return nil
+	return writeFullAt(d.data, p, host, "qcow2", d.path)
 }
 
 // writeCluster writes p (within one cluster) at guest offset off.
@@ -263,24 +234,10 @@ func (d *qcow2Disk) allocWrite(p []byte, off int64, e, bm uint64) error {
 		}
 	}
 
-	// Old contents around p come from the current mapping: backing file,
-	// zeros, a compressed or a shared cluster.
 	buf := d.wbuf[:re-rs]
-	if in > rs {
-		if err := d.readVirt(buf[:in-rs], guest+rs); err != nil {
-			return err
-		}
+	if err := d.surround(buf, p, guest+rs, in-rs); err != nil {
+		return err
 	}
-	end := in + int64(len(p))
-	if tail := qcow2RoundUp(end, SectorSize); tail < re {
-		if err := d.readVirt(buf[tail-rs:], guest+tail); err != nil {
-			return err
-		}
-		clear(buf[end-rs : tail-rs]) // past the virtual size
-	} else {
-		clear(buf[end-rs:])
-	}
-	copy(buf[in-rs:], p)
 	if err := d.writeData(buf, newHost+rs); err != nil {
 		return err
 	}
@@ -305,6 +262,28 @@ func (d *qcow2Disk) allocWrite(p []byte, off int64, e, bm uint64) error {
 	case shared:
 		return d.refUpdate(host, -1)
 	}
+	return nil
+}
+
+// surround fills buf, the guest range at pos that is rewritten, with p at
+// in and around it the old contents from the current mapping: backing
+// file, zeros, a compressed or a shared cluster.
+func (d *qcow2Disk) surround(buf, p []byte, pos, in int64) error {
+	if in > 0 {
+		if err := d.readVirt(buf[:in], pos); err != nil {
+			return err
+		}
+	}
+	end := in + int64(len(p))
+	if tail := roundUp(end, SectorSize); tail < int64(len(buf)) {
+		if err := d.readVirt(buf[tail:], pos+tail); err != nil {
+			return err
+		}
+		clear(buf[end:tail]) // past the virtual size
+	} else {
+		clear(buf[end:])
+	}
+	copy(buf[in:], p)
 	return nil
 }
 
@@ -513,7 +492,7 @@ func (d *qcow2Disk) growRT(idx int64) error {
 		return d.corrupt(48, "no refcount table")
 	}
 	perCl := d.cs / 8
-	entries := qcow2RoundUp(max(2*int64(len(d.rt)), idx+1+perCl), perCl)
+	entries := roundUp(max(2*int64(len(d.rt)), idx+1+perCl), perCl)
 	if entries*8 > qcow2MaxRTBytes {
 		return d.unsupported("refcount table would grow beyond %d bytes", qcow2MaxRTBytes)
 	}
@@ -545,8 +524,8 @@ func (d *qcow2Disk) growRT(idx int64) error {
 	if err := d.pwrite(b, off); err != nil {
 		return err
 	}
-	if err := d.f.Sync(); err != nil {
-		return fmt.Errorf("qcow2: %s: %w", d.path, err)
+	if err := syncFile(d.f, "qcow2", d.path); err != nil {
+		return err
 	}
 	var hb [12]byte
 	binary.BigEndian.PutUint64(hb[:], uint64(off))

@@ -13,15 +13,7 @@ import (
 // arguments such as -B base -F raw are passed through).
 func qcow1Fixture(t testing.TB, data []byte, extra ...string) string {
 	t.Helper()
-	dir := t.TempDir()
-	src := filepath.Join(dir, "src.raw")
-	if err := os.WriteFile(src, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	dst := filepath.Join(dir, "img.qcow")
-	args := append([]string{"convert", "-f", "raw", "-O", "qcow"}, extra...)
-	qemuImg(t, append(args, src, dst)...)
-	return dst
+	return qemuConvert(t, t.TempDir(), data, "qcow", "img.qcow", extra...)
 }
 
 // qcow1CompressedFixture makes a compressed qcow v1 image. qemu-img 7.2 writes
@@ -33,9 +25,7 @@ func qcow1CompressedFixture(t testing.TB, data []byte) string {
 	t.Helper()
 	dir := t.TempDir()
 	src := filepath.Join(dir, "src.raw")
-	if err := os.WriteFile(src, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, src, data)
 	dst := filepath.Join(dir, "img.qcow")
 	out, err := exec.Command("qemu-img", "convert", "-c", "-f", "raw", "-O", "qcow", src, dst).CombinedOutput()
 	if _, statErr := os.Stat(dst); statErr != nil {
@@ -58,7 +48,7 @@ func TestQcow1Read(t *testing.T) {
 			t.Fatalf("info %+v", info)
 		}
 		checkDisk(t, d, want)
-		qedCheckMap(t, d, "qcow", p)
+		checkMap(t, d, want, qemuMapData(t, "qcow", p, d.Size()))
 		checkConcurrentReads(t, d, want)
 		if _, err := d.WriteAt(make([]byte, 512), 0); !errors.Is(err, ErrReadOnly) {
 			t.Fatalf("WriteAt: %v, want ErrReadOnly", err)
@@ -79,7 +69,7 @@ func TestQcow1Compressed(t *testing.T) {
 	p := qcow1CompressedFixture(t, data)
 	d := mustOpen(t, p, Options{ReadOnly: true})
 	checkDisk(t, d, data)
-	qedCheckMap(t, d, "qcow", p)
+	checkMap(t, d, data, qemuMapData(t, "qcow", p, d.Size()))
 	checkConcurrentReads(t, d, data)
 }
 
@@ -110,13 +100,9 @@ func TestQcow1Backing(t *testing.T) {
 	// raw backing file
 	dir := t.TempDir()
 	basePath := filepath.Join(dir, "base.raw")
-	if err := os.WriteFile(basePath, base, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, basePath, base)
 	topSrc := filepath.Join(dir, "top.raw")
-	if err := os.WriteFile(topSrc, top, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, topSrc, top)
 	child := filepath.Join(dir, "child.qcow")
 	qemuImg(t, "convert", "-f", "raw", "-O", "qcow", "-B", "base.raw", "-F", "raw", topSrc, child)
 	want := qemuRaw(t, "qcow", child)
@@ -139,13 +125,13 @@ func TestQcow1Backing(t *testing.T) {
 	want = qemuRaw(t, "qcow", leaf)
 	d = mustOpen(t, leaf, Options{ReadOnly: true})
 	checkDisk(t, d, want)
-	qedCheckMap(t, d, "qcow", leaf)
+	checkMap(t, d, want, qemuMapData(t, "qcow", leaf, d.Size()))
 	if pi := d.Info().Parent; pi == nil || pi.Format != "qcow" {
 		t.Fatalf("parent %+v", pi)
 	}
 
 	// missing backing file
-	os.Remove(mid)
+	removeFile(t, mid)
 	if _, err := Open(leaf, Options{ReadOnly: true}); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("missing backing file: %v, want ErrNotExist", err)
 	}
@@ -153,10 +139,7 @@ func TestQcow1Backing(t *testing.T) {
 
 func TestQcow1Refusals(t *testing.T) {
 	p := qcow1Fixture(t, patternDisk(64<<10, 3))
-	img, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	img := readFile(t, p)
 	// encryption
 	enc := append([]byte(nil), img...)
 	enc[39] = 1
@@ -166,10 +149,7 @@ func TestQcow1Refusals(t *testing.T) {
 	// qcow2 is not claimed by the qcow v1 probe
 	q2 := filepath.Join(t.TempDir(), "x.qcow2")
 	qemuImg(t, "create", "-f", "qcow2", q2, "1M")
-	head, err := os.ReadFile(q2)
-	if err != nil {
-		t.Fatal(err)
-	}
+	head := readFile(t, q2)
 	if qcow1Probe(&ProbeData{Head: head}) {
 		t.Fatal("qcow v1 probe claimed a qcow2 image")
 	}
@@ -190,12 +170,9 @@ func TestQcow1Refusals(t *testing.T) {
 func TestQcow1CorruptVariants(t *testing.T) {
 	data := patternDisk(256<<10, 5)
 	for _, p := range []string{qcow1Fixture(t, data), qcow1CompressedFixture(t, data)} {
-		img, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
+		img := readFile(t, p)
 		for i, c := range corruptVariants(img, int64(len(img)), 60) {
-			fuzzOpen(t, "c"+string(rune('a'+i%26))+".qcow", c)
+			tryCrafted(t, "c"+string(rune('a'+i%26))+".qcow", c, readSome)
 		}
 	}
 }
@@ -203,23 +180,14 @@ func TestQcow1CorruptVariants(t *testing.T) {
 func FuzzQcow1(f *testing.F) {
 	data := patternDisk(128<<10, 9)
 	for _, p := range []string{qcow1Fixture(f, data), qcow1CompressedFixture(f, data)} {
-		img, err := os.ReadFile(p)
-		if err != nil {
-			f.Fatal(err)
-		}
+		img := readFile(f, p)
 		f.Add(img)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) { commonFuzzDisk(t, "fuzz.qcow", b) })
 }
 
-func BenchmarkQcow1SeqRead(b *testing.B) {
-	d := mustOpen(b, qcow1Fixture(b, patternDisk(8<<20, 1)), Options{ReadOnly: true})
-	benchReads(b, d, false)
-}
+func BenchmarkQcow1SeqRead(b *testing.B) { benchReads(b, benchFixture(b, qcow1Fixture), false) }
 
-func BenchmarkQcow1RandRead(b *testing.B) {
-	d := mustOpen(b, qcow1Fixture(b, patternDisk(8<<20, 1)), Options{ReadOnly: true})
-	benchReads(b, d, true)
-}
+func BenchmarkQcow1RandRead(b *testing.B) { benchReads(b, benchFixture(b, qcow1Fixture), true) }
 
 func BenchmarkQcow1Open2TiB(b *testing.B) { benchOpen(b, "qcow", "qcow") }

@@ -73,8 +73,6 @@ type qedDisk struct {
 	dirty    bool         // we set need-check and have not cleared it yet (allocMu)
 }
 
-var _ Mapper = (*qedDisk)(nil)
-
 func qedOpen(path string, opt Options) (Disk, error) {
 	return openDisk(path, opt.ReadOnly, func(f *os.File) (*qedDisk, error) {
 		d, err := qedParse(f, path, opt.ReadOnly)
@@ -102,89 +100,102 @@ func qedOpenBacking(child, ref string, raw bool, opt Options) (Disk, error) {
 	return d, nil
 }
 
-func qedParse(f *os.File, path string, readOnly bool) (*qedDisk, error) {
-	fsize, err := fileSize(f)
-	if err != nil {
-		return nil, fmt.Errorf("qed: %s: %w", path, err)
-	}
-	var h [qedHeaderLen]byte
-	if err := readFullAt(f, h[:], 0, "qed", path); err != nil {
-		return nil, err
-	}
-	le := binary.LittleEndian
-	if string(h[:4]) != qedMagic {
-		return nil, corruptf("qed", path, 0, "bad magic")
-	}
-	cs := int64(le.Uint32(h[4:]))
-	ts := int64(le.Uint32(h[8:]))
-	hs := int64(le.Uint32(h[12:]))
-	feats := le.Uint64(h[16:])
-	autoclear := le.Uint64(h[32:])
-	l1Off := le.Uint64(h[40:])
-	size := le.Uint64(h[48:])
-	bOff := int64(le.Uint32(h[56:]))
-	bLen := int64(le.Uint32(h[60:]))
+// qedHeader is the 64-byte header.
+type qedHeader struct {
+	magic       string
+	clusterSize int64
+	tableSize   int64 // clusters per table
+	headerSize  int64 // clusters
+	features    uint64
+	autoclear   uint64
+	l1Off       uint64
+	size        uint64
+	backingOff  int64
+	backingLen  int64
+}
 
-	if unk := feats &^ qedKnownFeats; unk != 0 {
-		return nil, unsupportedf("qed", path, "unknown feature bits %#x", unk)
+func qedDecodeHeader(h []byte) qedHeader {
+	le := binary.LittleEndian
+	return qedHeader{
+		magic:       string(h[:4]),
+		clusterSize: int64(le.Uint32(h[4:])), tableSize: int64(le.Uint32(h[8:])),
+		headerSize: int64(le.Uint32(h[12:])), features: le.Uint64(h[16:]),
+		autoclear: le.Uint64(h[32:]), l1Off: le.Uint64(h[40:]), size: le.Uint64(h[48:]),
+		backingOff: int64(le.Uint32(h[56:])), backingLen: int64(le.Uint32(h[60:])),
+	}
+}
+
+// validate checks every field of the header against the spec's limits
+// and a file of fsize bytes, before any is used.
+func (h *qedHeader) validate(fsize int64, path string) error {
+	cs, ts, hs := h.clusterSize, h.tableSize, h.headerSize
+	if h.magic != qedMagic {
+		return corruptf("qed", path, 0, "bad magic")
+	}
+	if unk := h.features &^ qedKnownFeats; unk != 0 {
+		return unsupportedf("qed", path, "unknown feature bits %#x", unk)
 	}
 	if cs < 4096 || cs > 64<<20 || cs&(cs-1) != 0 {
-		return nil, corruptf("qed", path, 4, "cluster size %d is not a power of 2 in [4 KiB, 64 MiB]", cs)
+		return corruptf("qed", path, 4, "cluster size %d is not a power of 2 in [4 KiB, 64 MiB]", cs)
 	}
 	if ts < 1 || ts > 16 || ts&(ts-1) != 0 {
-		return nil, corruptf("qed", path, 8, "table size %d is not a power of 2 in [1, 16]", ts)
+		return corruptf("qed", path, 8, "table size %d is not a power of 2 in [1, 16]", ts)
 	}
 	if hs < 1 || hs > (1<<32-1)/cs {
-		return nil, corruptf("qed", path, 12, "header size %d clusters out of range", hs)
+		return corruptf("qed", path, 12, "header size %d clusters out of range", hs)
 	}
+	// The maximum size is tableLen² clusters; compare without overflow.
+	tableLen := ts * cs / 8
+	l2Span := uint64(tableLen * cs)
+	if h.size%SectorSize != 0 || h.size > 1<<62 || h.size/l2Span > uint64(tableLen) ||
+		(h.size/l2Span == uint64(tableLen) && h.size%l2Span != 0) {
+		return corruptf("qed", path, 48, "image size %d invalid for %d-byte clusters and %d-cluster tables", h.size, cs, ts)
+	}
+	end := fsize / cs * cs // qemu ignores a partial cluster at the end
+	if h.l1Off%uint64(cs) != 0 || h.l1Off < uint64(hs*cs) || h.l1Off > uint64(end) || uint64(ts*cs) > uint64(end)-h.l1Off {
+		return corruptf("qed", path, 40, "L1 table offset %#x invalid (file of %d bytes)", h.l1Off, fsize)
+	}
+	if h.features&qedFBacking != 0 && h.backingLen != 0 {
+		if h.backingLen > qedMaxBacking || h.backingOff+h.backingLen > hs*cs || h.backingOff+h.backingLen > fsize {
+			return corruptf("qed", path, 56, "backing file name (%d bytes at %d) outside the header", h.backingLen, h.backingOff)
+		}
+	}
+	return nil
+}
+
+func qedParse(f *os.File, path string, readOnly bool) (*qedDisk, error) {
+	hb, fsize, err := readHead(f, qedHeaderLen, "qed", path)
+	if err != nil {
+		return nil, err
+	}
+	h := qedDecodeHeader(hb)
+	if err := h.validate(fsize, path); err != nil {
+		return nil, err
+	}
+	cs := h.clusterSize
 	d := &qedDisk{
 		f: f, path: path, readOnly: readOnly,
-		clusterSize: cs, tableBytes: ts * cs, tableLen: ts * cs / 8,
-		headerEnd: hs * cs, features: feats, autoclear: autoclear,
+		clusterSize: cs, tableBytes: h.tableSize * cs, tableLen: h.tableSize * cs / 8,
+		headerEnd: h.headerSize * cs, features: h.features, autoclear: h.autoclear,
+		size: int64(h.size), l1Off: int64(h.l1Off),
 	}
 	for d.clusterBits = 0; int64(1)<<d.clusterBits < cs; d.clusterBits++ {
 	}
-	// The maximum size is tableLen² clusters; compare without overflow.
-	l2Span := d.tableLen * cs
-	if size%SectorSize != 0 || size > 1<<62 || size/uint64(l2Span) > uint64(d.tableLen) ||
-		(size/uint64(l2Span) == uint64(d.tableLen) && size%uint64(l2Span) != 0) {
-		return nil, corruptf("qed", path, 48, "image size %d invalid for %d-byte clusters and %d-cluster tables", size, cs, ts)
-	}
-	d.size = int64(size)
-	end := fsize / cs * cs // qemu ignores a partial cluster at the end
-	d.fileEnd.Store(end)
-	if l1Off%uint64(cs) != 0 || l1Off < uint64(d.headerEnd) || l1Off > uint64(end) || uint64(d.tableBytes) > uint64(end)-l1Off {
-		return nil, corruptf("qed", path, 40, "L1 table offset %#x invalid (file of %d bytes)", l1Off, fsize)
-	}
-	d.l1Off = int64(l1Off)
-	if feats&qedFBacking != 0 && bLen != 0 { // qemu treats an empty name as no backing file
-		if bLen > qedMaxBacking || bOff+bLen > d.headerEnd || bOff+bLen > fsize {
-			return nil, corruptf("qed", path, 56, "backing file name (%d bytes at %d) outside the header", bLen, bOff)
-		}
-		name := make([]byte, bLen)
-		if err := readFullAt(f, name, bOff, "qed", path); err != nil {
+	d.fileEnd.Store(fsize / cs * cs)
+	if h.features&qedFBacking != 0 && h.backingLen != 0 { // qemu treats an empty name as no backing file
+		name := make([]byte, h.backingLen)
+		if err := readFullAt(f, name, h.backingOff, "qed", path); err != nil {
 			return nil, err
 		}
 		d.backing = string(name)
-		d.backingRaw = feats&qedFBackingRaw != 0
+		d.backingRaw = h.features&qedFBackingRaw != 0
 	}
-	// Only the L1 entries that cover the virtual size are read: the table
-	// itself may be far larger than the disk needs.
-	n := (d.size + l2Span - 1) / l2Span
-	if n*8 > qedMaxL1InMem {
-		return nil, unsupportedf("qed", path, "L1 table of %d entries too large", n)
-	}
-	buf := make([]byte, n*8)
-	if err := readFullAt(f, buf, d.l1Off, "qed", path); err != nil {
+	if err := d.loadL1(); err != nil {
 		return nil, err
-	}
-	d.l1 = make([]uint64, n)
-	for i := range d.l1 {
-		d.l1[i] = le.Uint64(buf[i*8:])
 	}
 	pageBytes := min(d.tableBytes, qedPageLen*8)
 	d.l2 = newLRU[int64, []uint64](int(max(16, qedCacheBytes/pageBytes)))
-	if !readOnly && feats&qedFNeedCheck != 0 {
+	if !readOnly && h.features&qedFNeedCheck != 0 {
 		// Like qemu, check the tables before writing to an image that was
 		// not closed cleanly. vdflat never repairs: a consistent image
 		// (leaks allowed, as the spec says) has its flag cleared on the
@@ -195,6 +206,25 @@ func qedParse(f *os.File, path string, readOnly bool) (*qedDisk, error) {
 		d.dirty = true
 	}
 	return d, nil
+}
+
+// loadL1 reads the L1 entries that cover the virtual size: the table
+// itself may be far larger than the disk needs.
+func (d *qedDisk) loadL1() error {
+	l2Span := d.tableLen * d.clusterSize
+	n := (d.size + l2Span - 1) / l2Span
+	if n*8 > qedMaxL1InMem {
+		return unsupportedf("qed", d.path, "L1 table of %d entries too large", n)
+	}
+	buf := make([]byte, n*8)
+	if err := readFullAt(d.f, buf, d.l1Off, "qed", d.path); err != nil {
+		return err
+	}
+	d.l1 = make([]uint64, n)
+	for i := range d.l1 {
+		d.l1[i] = binary.LittleEndian.Uint64(buf[i*8:])
+	}
+	return nil
 }
 
 // check verifies that every table and data cluster offset is aligned,
@@ -300,59 +330,30 @@ func (d *qedDisk) lookup(vc int64) (l2Off uint64, e uint64, err error) {
 
 func (d *qedDisk) Size() int64 { return d.size }
 
+// readData reads stored bytes of the image file.
+func (d *qedDisk) readData(b []byte, off int64) error {
+	return readFullAt(d.f, b, off, "qed", d.path)
+}
+
 func (d *qedDisk) ReadAt(p []byte, off int64) (int, error) {
-	n := len(p)
-	p, err := clampRead(p, off, d.size)
-	if err != nil {
-		return 0, err
-	}
-	read := func(b []byte, fo int64) error { return readFullAt(d.f, b, fo, "qed", d.path) }
-	err = readClusters(p, off, d.clusterSize, read, func(pos int64, chunk []byte) (int64, error) {
+	return readClusters(p, off, d.size, d.clusterSize, d.readData, func(pos int64, chunk []byte) (int64, error) {
 		_, e, err := d.lookup(pos >> d.clusterBits)
 		switch {
 		case err != nil:
 			return 0, err
 		case e == 0:
-			return -1, qcow1ReadBacking(d.parent, chunk, pos)
+			return -1, readParent(d.parent, chunk, pos)
 		case e == qedZeroCluster:
 			clear(chunk)
 			return -1, nil
 		}
 		return int64(e) + pos&(d.clusterSize-1), nil
 	})
-	if err != nil {
-		return 0, err
-	}
-	return n, nil
 }
 
 func (d *qedDisk) WriteAt(p []byte, off int64) (int, error) {
-	n := len(p)
-	p, err := clampWrite(p, off, d.size, d.readOnly)
-	if err != nil {
-		return 0, err
-	}
-	if len(p) == 0 {
-		return n, nil
-	}
-	if !d.prepared.Load() {
-		d.allocMu.Lock()
-		err := d.prepareWrite()
-		d.allocMu.Unlock()
-		if err != nil {
-			return 0, err
-		}
-	}
-	for done := 0; done < len(p); {
-		pos := off + int64(done)
-		in := pos & (d.clusterSize - 1)
-		chunk := p[done:min(len(p), done+int(d.clusterSize-in))]
-		if err := d.writeCluster(chunk, pos); err != nil {
-			return 0, err
-		}
-		done += len(chunk)
-	}
-	return n, nil
+	prepare := func() error { return firstWrite(&d.prepared, &d.allocMu, d.prepareWrite) }
+	return writeUnits(p, off, d.size, d.readOnly, d.clusterSize, prepare, d.writeCluster)
 }
 
 // writeCluster writes data that lies inside one cluster.
@@ -376,7 +377,7 @@ func (d *qedDisk) writeCluster(data []byte, pos int64) error {
 		return d.pwrite(data, int64(e)+in)
 	}
 	whole := int64(len(data)) == d.clusterSize
-	if qedAllZero(data) {
+	if isZero(data) {
 		// Zeros over sectors that already read as zeros need nothing;
 		// a whole cluster of them over a backing file becomes a zero
 		// cluster.
@@ -393,7 +394,7 @@ func (d *qedDisk) writeCluster(data []byte, pos int64) error {
 	if !whole {
 		buf = make([]byte, d.clusterSize)
 		if e == 0 {
-			if err := qcow1ReadBacking(d.parent, buf, pos-in); err != nil {
+			if err := readParent(d.parent, buf, pos-in); err != nil {
 				return err
 			}
 		}
@@ -491,18 +492,15 @@ func (d *qedDisk) writeFeatures(v uint64) error {
 	if err := d.pwrite(b[:], qedFeaturesOff); err != nil {
 		return err
 	}
-	if err := d.f.Sync(); err != nil {
-		return fmt.Errorf("qed: %s: sync: %w", d.path, err)
+	if err := syncFile(d.f, "qed", d.path); err != nil {
+		return err
 	}
 	d.features = v
 	return nil
 }
 
 func (d *qedDisk) pwrite(b []byte, off int64) error {
-	if _, err := d.f.WriteAt(b, off); err != nil {
-		return fmt.Errorf("qed: %s: write at %#x: %w", d.path, off, err)
-	}
-	return nil
+	return writeFullAt(d.f, b, off, "qed", d.path)
 }
 
 func (d *qedDisk) Map(off, length int64) (bool, int64, error) {
@@ -533,8 +531,8 @@ func (d *qedDisk) Flush() error {
 	}
 	d.allocMu.Lock()
 	defer d.allocMu.Unlock()
-	if err := d.f.Sync(); err != nil {
-		return fmt.Errorf("qed: %s: sync: %w", d.path, err)
+	if err := syncFile(d.f, "qed", d.path); err != nil {
+		return err
 	}
 	if d.dirty {
 		if err := d.writeFeatures(d.features &^ qedFNeedCheck); err != nil {
@@ -584,15 +582,6 @@ func (d *qedDisk) Info() Info {
 		info.Parent = &pi
 	}
 	return info
-}
-
-func qedAllZero(b []byte) bool {
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
 }
 
 // CanWrite: QED images can be written; one that needs a check is

@@ -2,9 +2,7 @@ package formats
 
 import (
 	"bytes"
-	"crypto/md5"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -16,24 +14,7 @@ import (
 // -o cluster_size=..., passed through).
 func qedFixture(t testing.TB, data []byte, extra ...string) string {
 	t.Helper()
-	dir := t.TempDir()
-	src := filepath.Join(dir, "src.raw")
-	if err := os.WriteFile(src, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	dst := filepath.Join(dir, "img.qed")
-	args := append([]string{"convert", "-f", "raw", "-O", "qed"}, extra...)
-	qemuImg(t, append(args, src, dst)...)
-	return dst
-}
-
-func qedFileMD5(t testing.TB, p string) [16]byte {
-	t.Helper()
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return md5.Sum(b)
+	return qemuConvert(t, t.TempDir(), data, "qed", "img.qed", extra...)
 }
 
 func TestQEDRead(t *testing.T) {
@@ -49,14 +30,14 @@ func TestQEDRead(t *testing.T) {
 	for _, c := range cases {
 		data := patternDisk(c.size, c.size)
 		p := qedFixture(t, data, c.opts...)
-		before := qedFileMD5(t, p)
+		before := fileMD5(t, p)
 		want := qemuRaw(t, "qed", p)
 		d := mustOpen(t, p, Options{ReadOnly: true})
 		if info := d.Info(); info.Format != "qed" || !info.ReadOnly {
 			t.Fatalf("info %+v", info)
 		}
 		checkDisk(t, d, want)
-		qedCheckMap(t, d, "qed", p)
+		checkMap(t, d, want, qemuMapData(t, "qed", p, d.Size()))
 		if c.opts != nil {
 			checkConcurrentReads(t, d, want)
 		}
@@ -64,7 +45,7 @@ func TestQEDRead(t *testing.T) {
 			t.Fatalf("WriteAt read-only: %v", err)
 		}
 		d.Close()
-		if qedFileMD5(t, p) != before {
+		if fileMD5(t, p) != before {
 			t.Fatal("read-only open changed the image")
 		}
 	}
@@ -75,10 +56,8 @@ func TestQEDBackingAndZeroClusters(t *testing.T) {
 	size := int64(3<<20 + 1024)
 	base := patternDisk(size, 21)
 	basePath := filepath.Join(dir, "base.raw")
-	if err := os.WriteFile(basePath, base, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	baseSum := qedFileMD5(t, basePath)
+	writeFile(t, basePath, base)
+	baseSum := fileMD5(t, basePath)
 
 	// raw backing with the no-probe feature (-F raw)
 	child := filepath.Join(dir, "child.qed")
@@ -95,7 +74,7 @@ func TestQEDBackingAndZeroClusters(t *testing.T) {
 	if info.Parent == nil || info.Parent.Format != "raw" {
 		t.Fatalf("parent %+v", info.Parent)
 	}
-	qedCheckMap(t, d, "qed", child)
+	checkMap(t, d, want, qemuMapData(t, "qed", child, d.Size()))
 	alloc, n, err := d.(Mapper).Map(131072, 131072)
 	if err != nil || alloc || n != 131072 {
 		t.Fatalf("Map of zero clusters = %v %d %v", alloc, n, err)
@@ -112,17 +91,19 @@ func TestQEDBackingAndZeroClusters(t *testing.T) {
 	want = qemuRaw(t, "qed", top)
 	d = mustOpen(t, top, Options{ReadOnly: true})
 	checkDisk(t, d, want)
-	qedCheckMap(t, d, "qed", top)
+	checkMap(t, d, want, qemuMapData(t, "qed", top, d.Size()))
 	if pi := d.Info().Parent; pi == nil || pi.Format != "qcow" || pi.Parent == nil {
 		t.Fatalf("chain %+v", pi)
 	}
 	d.Close()
-	if qedFileMD5(t, basePath) != baseSum {
+	if fileMD5(t, basePath) != baseSum {
 		t.Fatal("backing file changed")
 	}
 
 	// missing backing file
-	os.Rename(mid, mid+".gone")
+	if err := os.Rename(mid, mid+".gone"); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := Open(top, Options{ReadOnly: true}); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("missing backing file: %v, want ErrNotExist", err)
 	}
@@ -183,10 +164,8 @@ func TestQEDWriteEmptyAndBacking(t *testing.T) {
 	// child of a raw backing file: copy-on-write of partial clusters
 	base := patternDisk(size, 31)
 	basePath := filepath.Join(dir, "base.raw")
-	if err := os.WriteFile(basePath, base, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	baseSum := qedFileMD5(t, basePath)
+	writeFile(t, basePath, base)
+	baseSum := fileMD5(t, basePath)
 	child := filepath.Join(dir, "child.qed")
 	qemuImg(t, "create", "-f", "qed", "-b", "base.raw", "-F", "raw", child)
 	model = append([]byte(nil), base...)
@@ -207,17 +186,14 @@ func TestQEDWriteEmptyAndBacking(t *testing.T) {
 		t.Fatal("child: qemu-img disagrees")
 	}
 	qemuCheck(t, "qed", child)
-	if qedFileMD5(t, basePath) != baseSum {
+	if fileMD5(t, basePath) != baseSum {
 		t.Fatal("a write changed the backing file")
 	}
 }
 
 func qedFeatures(t testing.TB, p string) uint64 {
 	t.Helper()
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := readFile(t, p)
 	return binary.LittleEndian.Uint64(b[qedFeaturesOff:])
 }
 
@@ -239,14 +215,14 @@ func TestQEDNeedCheckAndFeatures(t *testing.T) {
 	data := patternDisk(1<<20, 8)
 	p := qedFixture(t, data)
 	qedSetFeatures(t, p, qedFNeedCheck)
-	before := qedFileMD5(t, p)
+	before := fileMD5(t, p)
 	d := mustOpen(t, p, Options{ReadOnly: true})
 	checkDisk(t, d, data)
 	if info := d.Info(); len(info.Warnings) == 0 {
 		t.Fatal("no warning for need-check")
 	}
 	d.Close()
-	if qedFileMD5(t, p) != before {
+	if fileMD5(t, p) != before {
 		t.Fatal("read-only open of a need-check image changed it")
 	}
 
@@ -267,21 +243,16 @@ func TestQEDNeedCheckAndFeatures(t *testing.T) {
 
 	// Inconsistent tables (an L2 table offset that is the L1 table):
 	// refused for writing, with the image untouched.
-	img, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	img := readFile(t, p)
 	l1 := binary.LittleEndian.Uint64(img[40:])
 	binary.LittleEndian.PutUint64(img[l1:], l1)
 	binary.LittleEndian.PutUint64(img[qedFeaturesOff:], qedFNeedCheck)
-	if err := os.WriteFile(p, img, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	before = qedFileMD5(t, p)
+	writeFile(t, p, img)
+	before = fileMD5(t, p)
 	if _, err := Open(p, Options{}); !errors.Is(err, ErrUnsupported) {
 		t.Fatalf("read-write open of an inconsistent image: %v, want ErrUnsupported", err)
 	}
-	if qedFileMD5(t, p) != before {
+	if fileMD5(t, p) != before {
 		t.Fatal("refused open changed the image")
 	}
 	qedSetFeatures(t, p, 0x10)
@@ -292,70 +263,21 @@ func TestQEDNeedCheckAndFeatures(t *testing.T) {
 
 func TestQEDCorruptVariants(t *testing.T) {
 	p := qedFixture(t, patternDisk(256<<10, 5), "-o", "cluster_size=4096,table_size=2")
-	img, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	img := readFile(t, p)
 	for i, c := range corruptVariants(img, 3, 80) {
-		fuzzOpen(t, "c"+string(rune('a'+i%26))+".qed", c)
+		tryCrafted(t, "c"+string(rune('a'+i%26))+".qed", c, readSome)
 	}
 }
 
 func FuzzQED(f *testing.F) {
 	p := qedFixture(f, patternDisk(16<<10, 5), "-o", "cluster_size=4096,table_size=2")
-	img, err := os.ReadFile(p)
-	if err != nil {
-		f.Fatal(err)
-	}
+	img := readFile(f, p)
 	f.Add(img)
 	f.Fuzz(func(t *testing.T, b []byte) { commonFuzzDisk(t, "fuzz.qed", b) })
 }
 
-func BenchmarkQEDSeqRead(b *testing.B) {
-	d := mustOpen(b, qedFixture(b, patternDisk(8<<20, 1)), Options{ReadOnly: true})
-	benchReads(b, d, false)
-}
+func BenchmarkQEDSeqRead(b *testing.B) { benchReads(b, benchFixture(b, qedFixture), false) }
 
-func BenchmarkQEDRandRead(b *testing.B) {
-	d := mustOpen(b, qedFixture(b, patternDisk(8<<20, 1)), Options{ReadOnly: true})
-	benchReads(b, d, true)
-}
+func BenchmarkQEDRandRead(b *testing.B) { benchReads(b, benchFixture(b, qedFixture), true) }
 
 func BenchmarkQEDOpen2TiB(b *testing.B) { benchOpen(b, "qed", "qed") }
-
-// qedCheckMap compares d's Map, sector by sector, with the "data" flag of
-// `qemu-img map` for the image spec (a path or a json: spec).
-func qedCheckMap(t testing.TB, d Disk, fmtName, spec string) {
-	t.Helper()
-	args := []string{"map", "--output=json"}
-	if fmtName != "" {
-		args = append(args, "-f", fmtName)
-	}
-	var extents []struct {
-		Start, Length int64
-		Data          bool
-	}
-	if err := json.Unmarshal(qemuImg(t, append(args, spec)...), &extents); err != nil {
-		t.Fatal(err)
-	}
-	sectors := roundUp(d.Size(), SectorSize) / SectorSize
-	want := make([]bool, sectors)
-	for _, e := range extents {
-		for s := e.Start / SectorSize; s < (e.Start+e.Length)/SectorSize && s < sectors; s++ {
-			want[s] = e.Data
-		}
-	}
-	m := d.(Mapper)
-	for off := int64(0); off < d.Size(); {
-		alloc, n, err := m.Map(off, d.Size()-off)
-		if err != nil || n < SectorSize || n%SectorSize != 0 && off+n < d.Size() {
-			t.Fatalf("Map(%d) = %v, %d, %v", off, alloc, n, err)
-		}
-		for s := off / SectorSize; s < (off+n+SectorSize-1)/SectorSize; s++ {
-			if want[s] != alloc {
-				t.Fatalf("Map: sector %d allocated=%v, qemu-img map says %v", s, alloc, want[s])
-			}
-		}
-		off += n
-	}
-}

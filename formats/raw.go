@@ -40,20 +40,11 @@ func openRaw(path string, opt Options) (Disk, error) {
 func (d *rawDisk) Size() int64 { return d.size }
 
 func (d *rawDisk) ReadAt(p []byte, off int64) (int, error) {
-	if err := checkIO(p, off); err != nil {
-		return 0, err
-	}
 	return readRegion(d.f, p, off, d.size, "raw", d.path)
 }
 
 func (d *rawDisk) WriteAt(p []byte, off int64) (int, error) {
-	if err := checkIO(p, off); err != nil {
-		return 0, err
-	}
-	if d.readOnly {
-		return 0, ErrReadOnly
-	}
-	return writeRegion(d.f, p, off, d.size, "raw", d.path)
+	return writeRegion(d.f, p, off, d.size, d.readOnly, "raw", d.path)
 }
 
 func (d *rawDisk) Flush() error {
@@ -79,37 +70,19 @@ func (d *rawDisk) Info() Info {
 	return info
 }
 
-// readRegion reads p at off from a region of f that holds size bytes of
+// readRegion serves a ReadAt from a region of f that holds size bytes of
 // disk data starting at file offset 0; bytes past size read as zeros.
 func readRegion(f *os.File, p []byte, off, size int64, format, path string) (int, error) {
-	n := len(p)
-	if off >= size {
-		clear(p)
-		return n, nil
-	}
-	if rem := size - off; int64(len(p)) > rem {
-		clear(p[rem:])
-		p = p[:rem]
-	}
-	if err := readFullAt(f, p, off, format, path); err != nil {
-		return 0, err
-	}
-	return n, nil
+	return readUnits(p, off, size, 0, func(q []byte, off int64) error {
+		return readFullAt(f, q, off, format, path)
+	})
 }
 
 // writeRegion is the write side of readRegion: bytes past size are dropped.
-func writeRegion(f *os.File, p []byte, off, size int64, format, path string) (int, error) {
-	n := len(p)
-	if off >= size {
-		return n, nil
-	}
-	if rem := size - off; int64(len(p)) > rem {
-		p = p[:rem]
-	}
-	if _, err := f.WriteAt(p, off); err != nil {
-		return 0, fmt.Errorf("%s: %s: write at %#x: %w", format, path, off, err)
-	}
-	return n, nil
+func writeRegion(f *os.File, p []byte, off, size int64, readOnly bool, format, path string) (int, error) {
+	return writeUnits(p, off, size, readOnly, 0, nil, func(q []byte, off int64) error {
+		return writeFullAt(f, q, off, format, path)
+	})
 }
 
 // CanWrite: a raw image is always writable in place.

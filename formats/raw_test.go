@@ -22,10 +22,7 @@ func TestRawReadWrite(t *testing.T) {
 		if err := d.Close(); err != nil {
 			t.Fatal(err)
 		}
-		got, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
+		got := readFile(t, p)
 		if int64(len(got)) != size {
 			t.Fatalf("file size changed: %d, want %d", len(got), size)
 		}

@@ -199,40 +199,19 @@ func (d *splitDisk) do(p []byte, off int64, op func(part *splitPart, p []byte, o
 }
 
 func (d *splitDisk) ReadAt(p []byte, off int64) (int, error) {
-	if err := checkIO(p, off); err != nil {
-		return 0, err
-	}
-	if off < d.size && int64(len(p)) > d.size-off {
-		clear(p[d.size-off:])
-	} else if off >= d.size {
-		clear(p)
-	}
-	err := d.do(p, off, func(part *splitPart, b []byte, in int64) error {
-		return readFullAt(part.f, b, in, "split", part.path)
+	return readUnits(p, off, d.size, 0, func(q []byte, off int64) error {
+		return d.do(q, off, func(part *splitPart, b []byte, in int64) error {
+			return readFullAt(part.f, b, in, "split", part.path)
+		})
 	})
-	if err != nil {
-		return 0, err
-	}
-	return len(p), nil
 }
 
 func (d *splitDisk) WriteAt(p []byte, off int64) (int, error) {
-	if err := checkIO(p, off); err != nil {
-		return 0, err
-	}
-	if d.readOnly {
-		return 0, ErrReadOnly
-	}
-	err := d.do(p, off, func(part *splitPart, b []byte, in int64) error {
-		if _, err := part.f.WriteAt(b, in); err != nil {
-			return fmt.Errorf("split: %s: write at %#x: %w", part.path, in, err)
-		}
-		return nil
+	return writeUnits(p, off, d.size, d.readOnly, 0, nil, func(q []byte, off int64) error {
+		return d.do(q, off, func(part *splitPart, b []byte, in int64) error {
+			return writeFullAt(part.f, b, in, "split", part.path)
+		})
 	})
-	if err != nil {
-		return 0, err
-	}
-	return len(p), nil
 }
 
 func (d *splitDisk) Flush() error {

@@ -15,11 +15,9 @@ func splitWith(t testing.TB, data []byte, prefix string, args ...string) []strin
 	t.Helper()
 	dir := t.TempDir()
 	in := filepath.Join(dir, "input")
-	if err := os.WriteFile(in, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, in, data)
 	run(t, "split", append(args, in, filepath.Join(dir, prefix))...)
-	os.Remove(in)
+	removeFile(t, in)
 	parts, err := filepath.Glob(filepath.Join(dir, prefix+"*"))
 	if err != nil || len(parts) < 2 {
 		t.Fatalf("split made %v (%v)", parts, err)
@@ -32,10 +30,7 @@ func splitCat(t testing.TB, parts []string) []byte {
 	t.Helper()
 	var all []byte
 	for _, p := range parts {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
+		b := readFile(t, p)
 		all = append(all, b...)
 	}
 	return all
@@ -107,7 +102,10 @@ func TestSplitWrites(t *testing.T) {
 	parts := splitWith(t, want, "disk.", "-d", "-a", "3", "-b", "700000")
 	var sizes []int64
 	for _, p := range parts {
-		st, _ := os.Stat(p)
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
 		sizes = append(sizes, st.Size())
 	}
 	d := mustOpen(t, parts[0], Options{})
@@ -132,7 +130,10 @@ func TestSplitWrites(t *testing.T) {
 		t.Fatal("cat of the parts differs from the model")
 	}
 	for i, p := range parts {
-		st, _ := os.Stat(p)
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
 		if st.Size() != sizes[i] {
 			t.Fatalf("%s changed size: %d, want %d", p, st.Size(), sizes[i])
 		}
@@ -165,7 +166,7 @@ func TestSplitNames(t *testing.T) {
 	if info := d.Info(); info.Variant != "split" || len(info.Files) != len(parts) || info.Files[0] != link {
 		t.Fatalf("info %+v", info)
 	}
-	ewfQuickCheck(t, d, want)
+	checkDiskReads(t, 40, d, want)
 
 	// A lone .001 with no .002 is plain raw.
 	p := writeTemp(t, "single.001", make([]byte, 4096))

@@ -120,6 +120,19 @@ func vdiCString(b []byte) string {
 // vdiParseHeader decodes the header at the start of buf (at least 0x200
 // bytes, or the whole file when shorter) and checks it against fileSize.
 func vdiParseHeader(buf []byte, fileSize int64, path string) (*vdiHeader, error) {
+	h, err := vdiDecodeHeader(buf, path)
+	if err != nil {
+		return nil, err
+	}
+	if err := h.validate(fileSize, path); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// vdiDecodeHeader decodes the pre-header and the header of its version;
+// it fails only where buf does not hold one.
+func vdiDecodeHeader(buf []byte, path string) (*vdiHeader, error) {
 	le := binary.LittleEndian
 	if len(buf) < vdiPreHeaderLen || le.Uint32(buf[vdiSigOff:]) != vdiSignature {
 		return nil, corruptf("vdi", path, vdiSigOff, "no VDI signature")
@@ -153,12 +166,6 @@ func vdiParseHeader(buf []byte, fileSize int64, path string) (*vdiHeader, error)
 			h.hasLCHS = true
 			h.lchs = [3]uint32{le.Uint32(buf[0x1C8:]), le.Uint32(buf[0x1CC:]), le.Uint32(buf[0x1D0:])}
 		}
-		if h.offBlocks < vdiPreHeaderLen+vdiV1MinHeader {
-			return nil, corruptf("vdi", path, 0x154, "block map offset %#x inside the header", h.offBlocks)
-		}
-		if h.offData < h.offBlocks+4*int64(h.blocks) {
-			return nil, corruptf("vdi", path, 0x158, "data offset %#x inside the block map (%#x + %d entries)", h.offData, h.offBlocks, h.blocks)
-		}
 	case h.version == vdiVersion02:
 		if len(buf) < vdiV0End {
 			return nil, corruptf("vdi", path, vdiPreHeaderLen, "file truncated in the header")
@@ -179,41 +186,55 @@ func vdiParseHeader(buf []byte, fileSize int64, path string) (*vdiHeader, error)
 	default:
 		return nil, unsupportedf("vdi", path, "header version %d.%d", h.version>>16, h.version&0xffff)
 	}
+	return h, nil
+}
 
+// validate checks the header before any field is used: the layout of a
+// v1 header, the type and flags, the geometry, the block map within a
+// file of fileSize bytes.
+func (h *vdiHeader) validate(fileSize int64, path string) error {
+	if h.version>>16 == 1 {
+		if h.offBlocks < vdiPreHeaderLen+vdiV1MinHeader {
+			return corruptf("vdi", path, 0x154, "block map offset %#x inside the header", h.offBlocks)
+		}
+		if h.offData < h.offBlocks+4*int64(h.blocks) {
+			return corruptf("vdi", path, 0x158, "data offset %#x inside the block map (%#x + %d entries)", h.offData, h.offBlocks, h.blocks)
+		}
+	}
 	switch h.imageType {
 	case vdiTypeNormal, vdiTypeFixed, vdiTypeDiff:
 	case vdiTypeUndo:
-		return nil, unsupportedf("vdi", path, "undo image type (3)")
+		return unsupportedf("vdi", path, "undo image type (3)")
 	default:
-		return nil, corruptf("vdi", path, -1, "bad image type %d", h.imageType)
+		return corruptf("vdi", path, -1, "bad image type %d", h.imageType)
 	}
 	if f := h.flags &^ vdiKnownFlags; f != 0 {
-		return nil, unsupportedf("vdi", path, "unknown image flags %#x", f)
+		return unsupportedf("vdi", path, "unknown image flags %#x", f)
 	}
 	bs := h.blockSize
 	switch {
 	case h.diskSize == 0 || h.blocks == 0:
-		return nil, corruptf("vdi", path, -1, "empty disk (size %d, %d blocks)", h.diskSize, h.blocks)
+		return corruptf("vdi", path, -1, "empty disk (size %d, %d blocks)", h.diskSize, h.blocks)
 	case bs < SectorSize || bs&(bs-1) != 0:
-		return nil, corruptf("vdi", path, -1, "block size %d is not a power of two of at least %d", bs, SectorSize)
+		return corruptf("vdi", path, -1, "block size %d is not a power of two of at least %d", bs, SectorSize)
 	case bs > vdiMaxBlockSize:
-		return nil, unsupportedf("vdi", path, "block size %d larger than %d", bs, vdiMaxBlockSize)
+		return unsupportedf("vdi", path, "block size %d larger than %d", bs, vdiMaxBlockSize)
 	case h.blockExtra != 0 && h.blockExtra&(h.blockExtra-1) != 0:
-		return nil, corruptf("vdi", path, -1, "block extra size %d is not a power of two", h.blockExtra)
+		return corruptf("vdi", path, -1, "block extra size %d is not a power of two", h.blockExtra)
 	case h.blockExtra > vdiMaxExtra:
-		return nil, unsupportedf("vdi", path, "block extra size %d larger than %d", h.blockExtra, vdiMaxExtra)
+		return unsupportedf("vdi", path, "block extra size %d larger than %d", h.blockExtra, vdiMaxExtra)
 	case h.allocated > h.blocks:
-		return nil, corruptf("vdi", path, h.allocatedOff, "%d blocks allocated of %d", h.allocated, h.blocks)
+		return corruptf("vdi", path, h.allocatedOff, "%d blocks allocated of %d", h.allocated, h.blocks)
 	case uint64(bs)*uint64(h.blocks) < h.diskSize:
-		return nil, corruptf("vdi", path, -1, "disk size %d larger than %d blocks of %d bytes", h.diskSize, h.blocks, bs)
+		return corruptf("vdi", path, -1, "disk size %d larger than %d blocks of %d bytes", h.diskSize, h.blocks, bs)
 	}
 	if end := h.offBlocks + 4*int64(h.blocks); end > fileSize {
-		return nil, corruptf("vdi", path, h.offBlocks, "block map (%d entries) runs past the end of the file (%d bytes)", h.blocks, fileSize)
+		return corruptf("vdi", path, h.offBlocks, "block map (%d entries) runs past the end of the file (%d bytes)", h.blocks, fileSize)
 	}
 	if h.imageType == vdiTypeDiff && h.parentUUID.IsZero() {
-		return nil, corruptf("vdi", path, -1, "differencing image without a parent UUID")
+		return corruptf("vdi", path, -1, "differencing image without a parent UUID")
 	}
-	return h, nil
+	return nil
 }
 
 // vdiDisk is one VDI image, with its parent for differencing images.
@@ -249,11 +270,6 @@ type vdiDisk struct {
 	closeOnce sync.Once
 	closeErr  error
 }
-
-var (
-	_ Disk   = (*vdiDisk)(nil)
-	_ Mapper = (*vdiDisk)(nil)
-)
 
 func vdiOpen(path string, opt Options) (Disk, error) {
 	return openDisk(path, opt.ReadOnly, func(f *os.File) (*vdiDisk, error) { return vdiOpenFile(f, path, opt) })
@@ -534,25 +550,15 @@ func (d *vdiDisk) dataOff(ptr uint32, in int64) int64 {
 }
 
 func (d *vdiDisk) ReadAt(p []byte, off int64) (int, error) {
-	if err := checkIO(p, off); err != nil {
-		return 0, err
-	}
 	n := len(p)
-	if off >= d.sizeUp {
-		clear(p)
-		return n, nil
-	}
-	q := p
-	if end := off + int64(len(p)); end > d.sizeUp {
-		clear(p[d.sizeUp-off:])
-		q = p[:d.sizeUp-off]
+	q, err := clampReadSectors(p, off, d.size)
+	if err != nil {
+		return 0, err
 	}
 	if err := d.readRange(q, off); err != nil {
 		return 0, err
 	}
-	if d.size < d.sizeUp && off+int64(len(q)) == d.sizeUp {
-		clear(q[d.size-off:]) // the tail of a partial last sector
-	}
+	clearPastEnd(q, off, d.size) // the tail of a partial last sector
 	return n, nil
 }
 
@@ -574,7 +580,7 @@ func (d *vdiDisk) readRange(q []byte, off int64) error {
 		case vdiKindZero:
 			clear(q[:run])
 		case vdiKindParent:
-			if _, err := d.parent.ReadAt(q[:run], off); err != nil {
+			if err := readParent(d.parent, q[:run], off); err != nil {
 				return err
 			}
 		}
@@ -630,37 +636,32 @@ func (d *vdiDisk) kind(e uint32) int {
 }
 
 func (d *vdiDisk) WriteAt(p []byte, off int64) (int, error) {
-	n := len(p)
-	q, err := clampWrite(p, off, d.size, d.readOnly)
-	if err != nil {
-		return 0, err
-	}
-	if len(q) == 0 {
-		return n, nil
-	}
-	if err := d.markModified(); err != nil {
-		return 0, err
-	}
+	return writeUnits(p, off, d.size, d.readOnly, 0, d.markModified, d.write)
+}
+
+// write writes q at off: in place where blocks are stored, allocating
+// block by block where not.
+func (d *vdiDisk) write(q []byte, off int64) error {
 	for len(q) > 0 {
 		e, kind, run, err := d.run(off, int64(len(q)))
 		if err != nil {
-			return 0, err
+			return err
 		}
 		in := off & (d.bs - 1)
 		if kind == vdiKindData {
-			if _, err := d.f.WriteAt(q[:run], d.dataOff(e, in)); err != nil {
-				return 0, fmt.Errorf("vdi: %s: write at %#x: %w", d.path, d.dataOff(e, in), err)
+			if err := writeFullAt(d.f, q[:run], d.dataOff(e, in), "vdi", d.path); err != nil {
+				return err
 			}
 		} else {
 			run = min(d.bs-in, int64(len(q))) // allocation goes block by block
 			if err := d.allocate(uint32(off>>d.shift), in, q[:run]); err != nil {
-				return 0, err
+				return err
 			}
 		}
 		q = q[run:]
 		off += run
 	}
-	return n, nil
+	return nil
 }
 
 // markModified gives the image a new modification UUID on its first
@@ -703,10 +704,7 @@ func (d *vdiDisk) allocate(bi uint32, in int64, data []byte) error {
 		return err
 	}
 	if vdiAllocated(e) { // another writer got here first
-		if _, err := d.f.WriteAt(data, d.dataOff(e, in)); err != nil {
-			return fmt.Errorf("vdi: %s: write at %#x: %w", d.path, d.dataOff(e, in), err)
-		}
-		return nil
+		return writeFullAt(d.f, data, d.dataOff(e, in), "vdi", d.path)
 	}
 	start := int64(bi) << d.shift
 	if isZero(data) {
@@ -847,10 +845,7 @@ func (d *vdiDisk) Flush() error {
 	if d.readOnly {
 		return nil
 	}
-	if err := d.f.Sync(); err != nil {
-		return fmt.Errorf("vdi: %s: %w", d.path, err)
-	}
-	return nil
+	return syncFile(d.f, "vdi", d.path)
 }
 
 func (d *vdiDisk) Close() error {

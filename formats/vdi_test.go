@@ -2,7 +2,6 @@ package formats
 
 import (
 	"bytes"
-	"crypto/md5"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -28,30 +27,12 @@ const vdiTestMiB = 1 << 20
 // vdiTestQemu converts raw to a VDI with qemu-img and returns its path.
 func vdiTestQemu(t testing.TB, dir, name string, raw []byte, static bool) string {
 	t.Helper()
-	src := filepath.Join(dir, name+".raw")
-	if err := os.WriteFile(src, raw, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	dst := filepath.Join(dir, name)
-	args := []string{"convert", "-f", "raw", "-O", "vdi"}
+	var args []string
 	if static {
-		args = append(args, "-o", "static=on")
+		args = []string{"-o", "static=on"}
 	}
-	qemuImg(t, append(args, src, dst)...)
-	os.Remove(src)
-	return dst
+	return qemuConvert(t, dir, raw, "vdi", name, args...)
 }
-
-func vdiTestRead(t testing.TB, p string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-func vdiTestMD5(t testing.TB, p string) [16]byte { return md5.Sum(vdiTestRead(t, p)) }
 
 // vdiTestParsed is what a test needs of a qemu-made (v1.1) VDI file.
 type vdiTestParsed struct {
@@ -202,23 +183,6 @@ func vdiTestOpen(t testing.TB, p string, opt Options) *vdiDisk {
 	return vd
 }
 
-// vdiTestCheckMap checks that every range Map calls unallocated reads as
-// zeros in want.
-func vdiTestCheckMap(t testing.TB, d Disk, want []byte) {
-	t.Helper()
-	m := d.(Mapper)
-	for off := int64(0); off < d.Size(); {
-		a, n, err := m.Map(off, d.Size()-off)
-		if err != nil || n < SectorSize {
-			t.Fatalf("Map(%d) = %v, %d, %v", off, a, n, err)
-		}
-		if !a && !isZero(want[off:min(off+n, int64(len(want)))]) {
-			t.Fatalf("Map(%d) says %d bytes unallocated, but they hold data", off, n)
-		}
-		off += n
-	}
-}
-
 func TestVDIBase(t *testing.T) {
 	t.Parallel()
 	for i, tc := range []struct {
@@ -231,14 +195,14 @@ func TestVDIBase(t *testing.T) {
 				dir := t.TempDir()
 				p := vdiTestQemu(t, dir, "disk.vdi", patternDisk(size, size), static)
 				want := qemuRaw(t, "vdi", p)
-				before := vdiTestMD5(t, p)
+				before := fileMD5(t, p)
 				d := vdiTestOpen(t, p, Options{ReadOnly: true})
 				info := d.Info()
 				wantVariant := map[bool]string{false: "dynamic", true: "fixed"}[static]
 				if info.Format != "vdi" || info.Variant != wantVariant || info.ClusterSize != vdiTestMiB || info.Size != size {
 					t.Fatalf("Info = %+v", info)
 				}
-				pp := vdiTestParse(t, vdiTestRead(t, p))
+				pp := vdiTestParse(t, readFile(t, p))
 				if info.Allocated != int64(pp.allocCount)*vdiTestMiB {
 					t.Fatalf("Allocated = %d, want %d", info.Allocated, int64(pp.allocCount)*vdiTestMiB)
 				}
@@ -249,14 +213,14 @@ func TestVDIBase(t *testing.T) {
 				if i == 0 {
 					checkConcurrentReads(t, d, want)
 				}
-				vdiTestCheckMap(t, d, want)
+				checkMap(t, d, want, nil)
 				if _, err := d.WriteAt(make([]byte, SectorSize), 0); !errors.Is(err, ErrReadOnly) {
 					t.Fatalf("WriteAt read-only: %v", err)
 				}
 				if err := d.Close(); err != nil {
 					t.Fatal(err)
 				}
-				if vdiTestMD5(t, p) != before {
+				if fileMD5(t, p) != before {
 					t.Fatal("read-only open changed the file")
 				}
 			})
@@ -281,15 +245,13 @@ func TestVDIZeroAndOddSize(t *testing.T) {
 	raw := patternDisk(size, 7)
 	copy(raw[vdiTestMiB:], bytes.Repeat([]byte{0x55}, vdiTestMiB)) // block 1 surely stored
 	p := vdiTestQemu(t, dir, "z.vdi", raw, false)
-	b := vdiTestRead(t, p)
+	b := readFile(t, p)
 	pp := vdiTestParse(t, b)
 	if !vdiAllocated(pp.entries[1]) {
 		t.Fatalf("block 1 not stored by qemu: %#x", pp.entries[1])
 	}
 	binary.LittleEndian.PutUint32(b[pp.offBlocks+4:], vdiBlockZero)
-	if err := os.WriteFile(p, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, p, b)
 	want := qemuRaw(t, "vdi", p) // qemu: discarded blocks read as zeros
 	if !isZero(want[vdiTestMiB : 2*vdiTestMiB]) {
 		t.Fatal("qemu reads the zero block as data")
@@ -381,7 +343,7 @@ func TestVDILayouts(t *testing.T) {
 	size := int64(3*vdiTestMiB + 5*SectorSize)
 	p := vdiTestQemu(t, dir, "src.vdi", patternDisk(size, 11), false)
 	want := qemuRaw(t, "vdi", p)
-	pp := vdiTestParse(t, vdiTestRead(t, p))
+	pp := vdiTestParse(t, readFile(t, p))
 	r := rand.New(rand.NewSource(1))
 	for _, tc := range []struct {
 		name  string
@@ -432,7 +394,7 @@ func TestVDIWrite(t *testing.T) {
 			clear(raw[2*vdiTestMiB : 4*vdiTestMiB]) // unallocated blocks to fill
 			p := vdiTestQemu(t, dir, "w.vdi", raw, static)
 			model := qemuRaw(t, "vdi", p)
-			oldMod := vdiTestParse(t, vdiTestRead(t, p)).mod
+			oldMod := vdiTestParse(t, readFile(t, p)).mod
 			d := vdiTestOpen(t, p, Options{})
 			randomWrites(t, d, model, 60, 1)
 			// Concurrent writers on interleaved stripes, with readers.
@@ -476,7 +438,7 @@ func TestVDIWrite(t *testing.T) {
 			if got := qemuRaw(t, "vdi", p); !bytes.Equal(got, model) {
 				t.Fatal("qemu-img reads something else than was written")
 			}
-			if vdiTestParse(t, vdiTestRead(t, p)).mod == oldMod {
+			if vdiTestParse(t, readFile(t, p)).mod == oldMod {
 				t.Fatal("modification UUID unchanged after writes")
 			}
 			d = vdiTestOpen(t, p, Options{ReadOnly: true})
@@ -490,7 +452,7 @@ func TestVDIWrite(t *testing.T) {
 func vdiTestParent(t testing.TB, dir string, size int64, seed int64) (string, []byte, *vdiTestParsed) {
 	t.Helper()
 	p := vdiTestQemu(t, dir, "parent.vdi", patternDisk(size, seed), false)
-	return p, qemuRaw(t, "vdi", p), vdiTestParse(t, vdiTestRead(t, p))
+	return p, qemuRaw(t, "vdi", p), vdiTestParse(t, readFile(t, p))
 }
 
 func TestVDIDiff(t *testing.T) {
@@ -504,10 +466,8 @@ func TestVDIDiff(t *testing.T) {
 		t.Fatal("fixture: parent block 2 is empty, the zero block proves nothing")
 	}
 	cPath := filepath.Join(dir, "child.vdi")
-	if err := os.WriteFile(cPath, img, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	parentSum, childSum := vdiTestMD5(t, pPath), vdiTestMD5(t, cPath)
+	writeFile(t, cPath, img)
+	parentSum, childSum := fileMD5(t, pPath), fileMD5(t, cPath)
 	d := vdiTestOpen(t, cPath, Options{ReadOnly: true})
 	info := d.Info()
 	if info.Variant != "differencing" || info.Parent == nil || info.Parent.Format != "vdi" ||
@@ -520,12 +480,12 @@ func TestVDIDiff(t *testing.T) {
 	}
 	checkDisk(t, d, want)
 	checkConcurrentReads(t, d, want)
-	vdiTestCheckMap(t, d, want)
+	checkMap(t, d, want, nil)
 	if a, _, _ := d.Map(2*vdiTestMiB, vdiTestMiB); a {
 		t.Fatal("Map says the zero block is stored")
 	}
 	d.Close()
-	if vdiTestMD5(t, pPath) != parentSum || vdiTestMD5(t, cPath) != childSum {
+	if fileMD5(t, pPath) != parentSum || fileMD5(t, cPath) != childSum {
 		t.Fatal("a read-only open changed the chain")
 	}
 }
@@ -546,22 +506,20 @@ func TestVDIDiffSnapshots(t *testing.T) {
 	u1, u2 := vdiTestUUID(r), vdiTestUUID(r)
 	img1, want1 := vdiTestChild(r, praw, pp, "dfzf", u1)
 	p1 := filepath.Join(snaps, "{"+u1.String()+"}.vdi")
-	if err := os.WriteFile(p1, img1, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, p1, img1)
 	// Level 2 is a child of level 1.
 	pp1 := vdiTestParse(t, img1)
 	img2, want2 := vdiTestChild(r, want1, pp1, "ffdz", u2)
 	p2 := filepath.Join(snaps, "{"+u2.String()+"}.vdi")
-	if err := os.WriteFile(p2, img2, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, p2, img2)
 	// Decoys: text, a short file, a VDI with another UUID, a directory.
-	os.WriteFile(filepath.Join(snaps, "notes.txt"), []byte("not a disk"), 0o644)
+	writeFile(t, filepath.Join(snaps, "notes.txt"), []byte("not a disk"))
 	os.WriteFile(filepath.Join(vm, "tiny"), []byte{0x7f}, 0o644)
 	decoy, _ := vdiTestChild(r, praw, pp, "dddd", vdiTestUUID(r))
-	os.WriteFile(filepath.Join(snaps, "aaa.vdi"), decoy, 0o644)
-	os.Mkdir(filepath.Join(snaps, "dir.vdi"), 0o755)
+	writeFile(t, filepath.Join(snaps, "aaa.vdi"), decoy)
+	if err := os.Mkdir(filepath.Join(snaps, "dir.vdi"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 
 	d := vdiTestOpen(t, p2, Options{ReadOnly: true})
 	checkDisk(t, d, want2)
@@ -580,9 +538,11 @@ func TestVDIDiffSearchPath(t *testing.T) {
 	r := rand.New(rand.NewSource(51))
 	img, want := vdiTestChild(r, praw, pp, "fd", vdiTestUUID(r))
 	cdir := filepath.Join(t.TempDir(), "a", "b")
-	os.MkdirAll(cdir, 0o755)
+	if err := os.MkdirAll(cdir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	cPath := filepath.Join(cdir, "child.vdi")
-	os.WriteFile(cPath, img, 0o644)
+	writeFile(t, cPath, img)
 
 	_, err := Open(cPath, Options{ReadOnly: true})
 	if !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), pp.uuid.String()) || !strings.Contains(err.Error(), cdir) {
@@ -604,7 +564,7 @@ func TestVDIDiffWrongParent(t *testing.T) {
 	wrong.uuid = vdiTestUUID(r)
 	img, _ := vdiTestChild(r, praw, &wrong, "fd", vdiTestUUID(r))
 	p := filepath.Join(dir, "wrong-uuid.vdi")
-	os.WriteFile(p, img, 0o644)
+	writeFile(t, p, img)
 	if _, err := Open(p, Options{ReadOnly: true}); !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), wrong.uuid.String()) {
 		t.Fatalf("wrong parent UUID: %v", err)
 	}
@@ -614,7 +574,7 @@ func TestVDIDiffWrongParent(t *testing.T) {
 	stale.mod = vdiTestUUID(r)
 	img, want := vdiTestChild(r, praw, &stale, "fd", vdiTestUUID(r))
 	p = filepath.Join(dir, "stale.vdi")
-	os.WriteFile(p, img, 0o644)
+	writeFile(t, p, img)
 	d := mustOpen(t, p, Options{ReadOnly: true})
 	if w := d.Info().Warnings; len(w) != 1 || !strings.Contains(w[0], "modification UUID") {
 		t.Fatalf("Warnings = %q", w)
@@ -648,8 +608,8 @@ func TestVDIDiffWrite(t *testing.T) {
 	r := rand.New(rand.NewSource(71))
 	img, model := vdiTestChild(r, praw, pp, "fdzffdf", vdiTestUUID(r))
 	cPath := filepath.Join(dir, "child.vdi")
-	os.WriteFile(cPath, img, 0o644)
-	parentSum := vdiTestMD5(t, pPath)
+	writeFile(t, cPath, img)
+	parentSum := fileMD5(t, pPath)
 
 	d := vdiTestOpen(t, cPath, Options{})
 	// Small writes into free blocks copy the rest of the block from the parent.
@@ -670,14 +630,14 @@ func TestVDIDiffWrite(t *testing.T) {
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if vdiTestMD5(t, pPath) != parentSum {
+	if fileMD5(t, pPath) != parentSum {
 		t.Fatal("a write through the child changed the parent")
 	}
 	d = vdiTestOpen(t, cPath, Options{ReadOnly: true})
 	checkDisk(t, d, model)
 	d.Close()
 
-	b := vdiTestRead(t, cPath)
+	b := readFile(t, cPath)
 	binary.LittleEndian.PutUint32(b[0x4C:], vdiTypeNormal)
 	clear(b[0x1A8:0x1C8])
 	unlinked := writeTemp(t, "unlinked.vdi", b)
@@ -707,7 +667,7 @@ func TestVDICrafted(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	p := vdiTestQemu(t, dir, "c.vdi", patternDisk(2*vdiTestMiB, 81), false)
-	base := vdiTestRead(t, p)
+	base := readFile(t, p)
 	le := binary.LittleEndian
 	for _, tc := range []struct {
 		name string
@@ -762,7 +722,7 @@ func TestVDICrafted(t *testing.T) {
 	for _, src := range [][]byte{base, child} {
 		for _, v := range corruptVariants(src, 5, 40) {
 			vp := filepath.Join(dir, "variant.vdi")
-			os.WriteFile(vp, v, 0o644)
+			writeFile(t, vp, v)
 			d, err := Open(vp, Options{ReadOnly: true})
 			if err != nil {
 				continue
@@ -816,7 +776,7 @@ func FuzzVDI(f *testing.F) {
 	dir := f.TempDir()
 	p := filepath.Join(dir, "empty.vdi")
 	qemuImg(f, "create", "-f", "vdi", p, "4M")
-	f.Add(vdiTestRead(f, p))
+	f.Add(readFile(f, p))
 	r := rand.New(rand.NewSource(1))
 	blocks := [][]byte{bytes.Repeat([]byte{1}, 4096), bytes.Repeat([]byte{2}, 4096)}
 	for _, s := range []vdiTestSpec{

@@ -225,11 +225,6 @@ type vhdDisk struct {
 	allocBytes int64 // virtual bytes in allocated blocks; -1 = not yet counted
 }
 
-var (
-	_ Disk   = (*vhdDisk)(nil)
-	_ Mapper = (*vhdDisk)(nil)
-)
-
 func vhdOpen(path string, opt Options) (Disk, error) {
 	return openDisk(path, opt.ReadOnly, func(f *os.File) (*vhdDisk, error) { return vhdLoad(f, path, opt) })
 }
@@ -344,78 +339,133 @@ func (d *vhdDisk) readFooter(opt Options) error {
 	return nil
 }
 
-// readDynHeader reads the dynamic header and checks the BAT geometry.
-func (d *vhdDisk) readDynHeader(opt Options) error {
-	ft := d.footer
-	off := ft.dataOffset
-	if off > uint64(d.fileSize) || off+vhdDynHeaderSize > uint64(d.fileSize) || off < vhdFooterSize && d.hasHead {
-		return d.corrupt(-1, "dynamic header (%d bytes at %#x) runs past the end of the file (%d bytes)", vhdDynHeaderSize, off, d.fileSize)
-	}
-	hoff := int64(off)
-	h := make([]byte, vhdDynHeaderSize)
-	if err := readFullAt(d.f, h, hoff, "vhd", d.path); err != nil {
-		return err
-	}
-	if !bytes.HasPrefix(h, vhdDynCookie) {
-		return d.corrupt(hoff, "no dynamic header (\"cxsparse\")")
-	}
+// vhdDynHeader is the decoded dynamic disk header.
+type vhdDynHeader struct {
+	cookieOK   bool
+	tableOff   uint64
+	version    uint32
+	maxEntries uint32
+	blockSize  int64
+	checksum   uint32 // as stored
+	computed   uint32 // over the header read
+	parentUUID [16]byte
+	parentName string
+	locators   [8]vhdLocatorEntry
+}
+
+// vhdLocatorEntry is one parent locator slot of the dynamic header.
+type vhdLocatorEntry struct {
+	code string // platform code, 4 bytes as stored
+	used bool   // a non-zero code
+	n    int64  // data length
+	off  uint64 // data offset in the file
+}
+
+func vhdDecodeDynHeader(h []byte) *vhdDynHeader {
 	be := binary.BigEndian
-	if stored, sum := be.Uint32(h[36:]), vhdChecksum(h, 36); stored != sum {
-		msg := fmt.Sprintf("dynamic header checksum mismatch: stored %#08x, computed %#08x", stored, sum)
-		if opt.Strict {
-			return d.corrupt(hoff, "%s", msg)
+	dh := &vhdDynHeader{
+		cookieOK:   bytes.HasPrefix(h, vhdDynCookie),
+		tableOff:   be.Uint64(h[16:]),
+		version:    be.Uint32(h[24:]),
+		maxEntries: be.Uint32(h[28:]),
+		blockSize:  int64(be.Uint32(h[32:])),
+		checksum:   be.Uint32(h[36:]),
+		computed:   vhdChecksum(h, 36),
+		parentName: vhdUTF16(h[64:576], binary.BigEndian),
+	}
+	copy(dh.parentUUID[:], h[40:56])
+	for i := range dh.locators {
+		e := h[576+24*i : 600+24*i]
+		dh.locators[i] = vhdLocatorEntry{code: string(e[0:4]), used: be.Uint32(e[0:]) != 0, n: int64(be.Uint32(e[8:])), off: be.Uint64(e[16:])}
+	}
+	return dh
+}
+
+// validate checks the header found at hoff of a file of fileSize bytes
+// against a virtual size of size bytes: the BAT must cover it and lie in
+// the file. A bad checksum or version is a warning, unless strict.
+func (h *vhdDynHeader) validate(hoff, fileSize, size int64, strict bool, path string) (warnings []string, err error) {
+	if !h.cookieOK {
+		return nil, corruptf("vhd", path, hoff, "no dynamic header (\"cxsparse\")")
+	}
+	if h.checksum != h.computed {
+		msg := fmt.Sprintf("dynamic header checksum mismatch: stored %#08x, computed %#08x", h.checksum, h.computed)
+		if strict {
+			return nil, corruptf("vhd", path, hoff, "%s", msg)
 		}
-		d.warnf("%s (tolerated)", msg)
+		warnings = append(warnings, msg+" (tolerated)")
 	}
-	if v := be.Uint32(h[24:]); v>>16 != 1 {
-		d.warnf("dynamic header version %#08x (expected 0x00010000)", v)
+	if h.version>>16 != 1 {
+		warnings = append(warnings, fmt.Sprintf("dynamic header version %#08x (expected 0x00010000)", h.version))
 	}
-	table := be.Uint64(h[16:])
-	d.maxEntries = be.Uint32(h[28:])
-	bs := int64(be.Uint32(h[32:]))
+	bs := h.blockSize
 	if bs < SectorSize || bs > vhdMaxBlockSize || bs%SectorSize != 0 {
-		return d.corrupt(hoff+32, "block size %d not a multiple of 512 between 512 and 1 GiB", bs)
+		return nil, corruptf("vhd", path, hoff+32, "block size %d not a multiple of 512 between 512 and 1 GiB", bs)
 	}
-	d.blockSize = bs
-	d.bitmapSize = vhdRoundUp((bs/SectorSize+7)/8, SectorSize) // at least one sector
-	d.entries = (d.size + bs - 1) / bs
-	if int64(d.maxEntries) < d.entries {
-		return d.corrupt(hoff+28, "block table has %d entries, virtual size %d needs %d", d.maxEntries, d.size, d.entries)
+	entries := (size + bs - 1) / bs
+	if int64(h.maxEntries) < entries {
+		return nil, corruptf("vhd", path, hoff+28, "block table has %d entries, virtual size %d needs %d", h.maxEntries, size, entries)
 	}
 	// The whole table must be in the file, as every writer puts it (this
 	// bounds max_table_entries by the file size); only the entries the
 	// virtual size needs are ever read, in pieces.
-	if table > uint64(d.fileSize) || table+uint64(d.maxEntries)*4 > uint64(d.fileSize) {
-		return d.corrupt(hoff+16, "block table of %d entries (%d bytes, %d needed for the virtual size) at %#x runs past the end of the file (%d bytes)",
-			d.maxEntries, uint64(d.maxEntries)*4, d.entries, table, d.fileSize)
+	if h.tableOff > uint64(fileSize) || h.tableOff+uint64(h.maxEntries)*4 > uint64(fileSize) {
+		return nil, corruptf("vhd", path, hoff+16, "block table of %d entries (%d bytes, %d needed for the virtual size) at %#x runs past the end of the file (%d bytes)",
+			h.maxEntries, uint64(h.maxEntries)*4, entries, h.tableOff, fileSize)
 	}
-	d.tableOff = int64(table)
+	return warnings, nil
+}
+
+// readDynHeader reads the dynamic header and checks the BAT geometry.
+func (d *vhdDisk) readDynHeader(opt Options) error {
+	off := d.footer.dataOffset
+	if off > uint64(d.fileSize) || off+vhdDynHeaderSize > uint64(d.fileSize) || off < vhdFooterSize && d.hasHead {
+		return d.corrupt(-1, "dynamic header (%d bytes at %#x) runs past the end of the file (%d bytes)", vhdDynHeaderSize, off, d.fileSize)
+	}
+	hoff := int64(off)
+	b := make([]byte, vhdDynHeaderSize)
+	if err := readFullAt(d.f, b, hoff, "vhd", d.path); err != nil {
+		return err
+	}
+	h := vhdDecodeDynHeader(b)
+	warnings, err := h.validate(hoff, d.fileSize, d.size, opt.Strict, d.path)
+	if err != nil {
+		return err
+	}
+	d.warnings = append(d.warnings, warnings...)
+	d.maxEntries = h.maxEntries
+	d.blockSize = h.blockSize
+	d.bitmapSize = roundUp((h.blockSize/SectorSize+7)/8, SectorSize) // at least one sector
+	d.entries = (d.size + h.blockSize - 1) / h.blockSize
+	d.tableOff = int64(h.tableOff)
 	d.bat = newLRU[int64, *[vhdBATPage]uint32](4096) // up to 16 MiB: a whole 2 TiB disk
 	d.bitmaps = newLRU[int64, []byte](int(max(64, (16<<20)/d.bitmapSize)))
 
 	if d.footer.diskType != vhdTypeDiff {
 		return nil
 	}
-	copy(d.parentUUID[:], h[40:56])
-	d.parentName = vhdUTF16(h[64:576], binary.BigEndian)
-	for i := 0; i < 8; i++ {
-		e := h[576+24*i : 600+24*i]
-		code := string(e[0:4])
-		n := int64(be.Uint32(e[8:]))
-		loff := be.Uint64(e[16:])
-		if be.Uint32(e[0:]) == 0 || n == 0 {
+	d.parentUUID = h.parentUUID
+	d.parentName = h.parentName
+	return d.readLocators(h)
+}
+
+// readLocators reads the parent locators a differencing image records;
+// one that points outside the file is skipped with a warning.
+func (d *vhdDisk) readLocators(h *vhdDynHeader) error {
+	for i, e := range h.locators {
+		if !e.used || e.n == 0 {
 			continue
 		}
-		if n > vhdMaxLocatorLen || loff > uint64(d.fileSize) || loff+uint64(n) > uint64(d.fileSize) {
-			d.warnf("parent locator %d (%q): %d bytes at %#x outside the file; ignored", i, code, n, loff)
+		if e.n > vhdMaxLocatorLen || e.off > uint64(d.fileSize) || e.off+uint64(e.n) > uint64(d.fileSize) {
+			d.warnf("parent locator %d (%q): %d bytes at %#x outside the file; ignored", i, e.code, e.n, e.off)
 			continue
 		}
-		buf := make([]byte, n)
-		if err := readFullAt(d.f, buf, int64(loff), "vhd", d.path); err != nil {
+		buf := make([]byte, e.n)
+		if err := readFullAt(d.f, buf, int64(e.off), "vhd", d.path); err != nil {
 			return err
 		}
 		var p string
-		switch code {
+		switch e.code {
 		case "W2ku", "W2ru":
 			p = vhdUTF16(buf, binary.LittleEndian)
 		case "Wi2k", "Wi2r": // deprecated: ANSI
@@ -431,7 +481,7 @@ func (d *vhdDisk) readDynHeader(opt Options) error {
 			continue
 		}
 		if p != "" {
-			d.locators = append(d.locators, vhdLocator{code, p})
+			d.locators = append(d.locators, vhdLocator{e.code, p})
 		}
 	}
 	return nil
@@ -732,26 +782,12 @@ func vhdBitRun(bm []byte, s, n int64) (set bool, run int64) {
 }
 
 func (d *vhdDisk) ReadAt(p []byte, off int64) (int, error) {
-	if err := checkIO(p, off); err != nil {
-		return 0, err
-	}
 	if d.diskType == vhdTypeFixed {
 		return readRegion(d.f, p, off, d.size, "vhd", d.path)
 	}
-	n := len(p)
-	p, err := clampRead(p, off, d.size)
-	if err != nil {
-		return 0, err
-	}
-	for len(p) > 0 {
-		b, in := off/d.blockSize, off%d.blockSize
-		c := min(int64(len(p)), d.blockSize-in)
-		if err := d.readBlock(p[:c], b, in, off); err != nil {
-			return 0, err
-		}
-		p, off = p[c:], off+c
-	}
-	return n, nil
+	return readUnits(p, off, d.size, d.blockSize, func(q []byte, off int64) error {
+		return d.readBlock(q, off/d.blockSize, off%d.blockSize, off)
+	})
 }
 
 // readBlock reads q at offset in of block b (disk offset off). The
@@ -764,7 +800,7 @@ func (d *vhdDisk) readBlock(q []byte, b, in, off int64) error {
 		return err
 	}
 	if e == vhdUnallocated {
-		return d.readBelow(q, off)
+		return readParent(d.parent, q, off)
 	}
 	boff := d.blockOffset(e)
 	bm, err := d.bitmap(b, boff)
@@ -779,7 +815,7 @@ func (d *vhdDisk) readBlock(q []byte, b, in, off int64) error {
 			if err := readFullAt(d.f, seg, boff+d.bitmapSize+(s+i)*SectorSize, "vhd", d.path); err != nil {
 				return err
 			}
-		} else if err := d.readBelow(seg, off+i*SectorSize); err != nil {
+		} else if err := readParent(d.parent, seg, off+i*SectorSize); err != nil {
 			return err
 		}
 		i += run
@@ -787,43 +823,13 @@ func (d *vhdDisk) readBlock(q []byte, b, in, off int64) error {
 	return nil
 }
 
-// readBelow reads what this level does not hold: the parent's data for a
-// differencing image, zeros otherwise.
-func (d *vhdDisk) readBelow(q []byte, off int64) error {
-	if d.parent == nil {
-		clear(q)
-		return nil
-	}
-	_, err := d.parent.ReadAt(q, off)
-	return err
-}
-
 func (d *vhdDisk) WriteAt(p []byte, off int64) (int, error) {
-	if err := checkIO(p, off); err != nil {
-		return 0, err
-	}
-	if d.readOnly {
-		return 0, ErrReadOnly
-	}
-	n := len(p)
 	if d.diskType == vhdTypeFixed {
-		return writeRegion(d.f, p, off, d.size, "vhd", d.path)
+		return writeRegion(d.f, p, off, d.size, d.readOnly, "vhd", d.path)
 	}
-	if off >= d.size {
-		return n, nil
-	}
-	if rem := d.size - off; int64(len(p)) > rem {
-		p = p[:rem]
-	}
-	for len(p) > 0 {
-		b, in := off/d.blockSize, off%d.blockSize
-		c := min(int64(len(p)), d.blockSize-in)
-		if err := d.writeBlock(p[:c], b, in); err != nil {
-			return 0, err
-		}
-		p, off = p[c:], off+c
-	}
-	return n, nil
+	return writeUnits(p, off, d.size, d.readOnly, d.blockSize, nil, func(q []byte, off int64) error {
+		return d.writeBlock(q, off/d.blockSize, off%d.blockSize)
+	})
 }
 
 // writeBlock writes q at offset in of block b. Data goes to the file
@@ -882,7 +888,7 @@ func (d *vhdDisk) writeBlock(q []byte, b, in int64) error {
 	vhdSetBits(nb, s, ns)
 	// Write back only the bitmap sectors that changed.
 	first := s / 8 / SectorSize * SectorSize
-	last := vhdRoundUp((s+ns+7)/8, SectorSize)
+	last := roundUp((s+ns+7)/8, SectorSize)
 	if _, err := d.f.WriteAt(nb[first:last], boff+first); err != nil {
 		return fmt.Errorf("vhd: %s: writing block %d bitmap: %w", d.path, b, err)
 	}
@@ -912,10 +918,7 @@ func vhdSetBits(bm []byte, s, n int64) {
 }
 
 func (d *vhdDisk) writeData(q []byte, foff int64) error {
-	if _, err := d.f.WriteAt(q, foff); err != nil {
-		return fmt.Errorf("vhd: %s: write at %#x: %w", d.path, foff, err)
-	}
-	return nil
+	return writeFullAt(d.f, q, foff, "vhd", d.path)
 }
 
 // allocate appends block b where the footer is, with q written at offset
@@ -995,9 +998,9 @@ func (d *vhdDisk) findFree() error {
 	if err != nil {
 		return fmt.Errorf("vhd: %s: %w", d.path, err)
 	}
-	free := vhdRoundUp(size, SectorSize)
+	free := roundUp(size, SectorSize)
 	if d.tailLen != 0 && size >= d.tailLen {
-		free = vhdRoundUp(size-d.tailLen, SectorSize)
+		free = roundUp(size-d.tailLen, SectorSize)
 	}
 	free = max(free, int64(d.footer.dataOffset)+vhdDynHeaderSize)
 	free = max(free, d.tableOff+int64(d.maxEntries)*4)
@@ -1007,7 +1010,7 @@ func (d *vhdDisk) findFree() error {
 	if err != nil {
 		return err
 	}
-	d.nextFree = vhdRoundUp(free, SectorSize)
+	d.nextFree = roundUp(free, SectorSize)
 	return nil
 }
 
@@ -1035,7 +1038,7 @@ func (d *vhdDisk) Map(off, length int64) (bool, int64, error) {
 	if off < 0 || off%SectorSize != 0 || off >= d.size || length <= 0 {
 		return false, 0, fmt.Errorf("%w: map %d bytes at %d", ErrInvalid, length, off)
 	}
-	lim := min(length, vhdRoundUp(d.size-off, SectorSize))
+	lim := min(length, roundUp(d.size-off, SectorSize))
 	if d.diskType == vhdTypeFixed {
 		return true, lim, nil
 	}
@@ -1075,10 +1078,7 @@ func (d *vhdDisk) Flush() error {
 	if d.readOnly {
 		return nil
 	}
-	if err := d.f.Sync(); err != nil {
-		return fmt.Errorf("vhd: %s: %w", d.path, err)
-	}
-	return nil
+	return syncFile(d.f, "vhd", d.path)
 }
 
 func (d *vhdDisk) Close() error {
@@ -1156,8 +1156,6 @@ func vhdPrintable(s string) string {
 	q = q[1 : len(q)-1]
 	return strings.ReplaceAll(q, `\x00`, `\0`)
 }
-
-func vhdRoundUp(n, m int64) int64 { return (n + m - 1) / m * m }
 
 // CanWrite: every VHD variant vdflat opens can be written.
 func (d *vhdDisk) CanWrite() bool { return true }

@@ -2,39 +2,9 @@ package formats
 
 import (
 	"encoding/binary"
-	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 )
-
-// vhdCheckFindings opens path read-only and returns what Check finds.
-func vhdCheckFindings(t *testing.T, path string) []string {
-	t.Helper()
-	d, err := Open(path, Options{ReadOnly: true})
-	if err != nil {
-		t.Fatalf("Open(%s): %v", path, err)
-	}
-	defer d.Close()
-	ck, ok := d.(Checker)
-	if !ok {
-		t.Fatalf("%s: %T does not implement Checker", path, d)
-	}
-	f, err := ck.Check()
-	if err != nil {
-		t.Fatalf("Check(%s): %v (findings %q)", path, err, f)
-	}
-	return f
-}
-
-func vhdCheckHas(findings []string, want string) bool {
-	for _, s := range findings {
-		if strings.Contains(s, want) {
-			return true
-		}
-	}
-	return false
-}
 
 func TestVHDCheckClean(t *testing.T) {
 	data := patternDisk(5<<20+7*512, 41)
@@ -48,7 +18,7 @@ func TestVHDCheckClean(t *testing.T) {
 		{"dynamic-qemu-io", func(t *testing.T) string {
 			p := filepath.Join(t.TempDir(), "io.vhd")
 			qemuImg(t, "create", "-f", "vpc", p, "9M")
-			qcow2QemuIO(t, "vpc", p, "write -P 0x11 0 3k", "write -P 0x12 6m 1m")
+			qemuIO(t, "vpc", p, "write -P 0x11 0 3k", "write -P 0x12 6m 1m")
 			return p
 		}},
 		{"vdflat-writes", func(t *testing.T) string {
@@ -68,7 +38,7 @@ func TestVHDCheckClean(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel() // most time goes to qemu processes
-			if f := vhdCheckFindings(t, tc.make(t)); len(f) != 0 {
+			if f := checkFindings(t, tc.make(t)); len(f) != 0 {
 				t.Fatalf("findings on a sound image: %q", f)
 			}
 		})
@@ -80,23 +50,20 @@ func TestVHDCheckClean(t *testing.T) {
 // dynamic header.
 func TestVHDCheckSampleChecksums(t *testing.T) {
 	p := sampleFile(t, "dfvfs/image.vhd.gz")
-	f := vhdCheckFindings(t, p)
-	if !vhdCheckHas(f, "footer at 0x200a00: checksum 0xfffff683, computed 0xffffef25") || !vhdCheckHas(f, "footer copy at offset 0: checksum") {
+	f := checkFindings(t, p)
+	if !hasFinding(f, "footer at 0x200a00: checksum 0xfffff683, computed 0xffffef25") || !hasFinding(f, "footer copy at offset 0: checksum") {
 		t.Fatalf("image.vhd findings %q", f)
 	}
 	child := sampleFile(t, "dfvfs/image-differential.vhd.gz", "image.vhd.gz")
-	f = vhdCheckFindings(t, child)
-	if !vhdCheckHas(f, "dynamic header at 0x200: checksum 0xfffff476, computed 0xffffe9a5") || !vhdCheckHas(f, "parent ") {
+	f = checkFindings(t, child)
+	if !hasFinding(f, "dynamic header at 0x200: checksum 0xfffff476, computed 0xffffe9a5") || !hasFinding(f, "parent ") {
 		t.Fatalf("image-differential.vhd findings %q", f)
 	}
 }
 
 func TestVHDCheckDamage(t *testing.T) {
 	src := vhdFixture(t, patternDisk(5<<20, 43), "subformat=dynamic,force_size=on")
-	orig, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
+	orig := readFile(t, src)
 	be := binary.BigEndian
 	footer := int64(len(orig)) - 512
 	hdr := int64(be.Uint64(orig[16:]))
@@ -122,13 +89,9 @@ func TestVHDCheckDamage(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel() // most time goes to qemu processes
-			b := append([]byte(nil), orig...)
-			copy(b[tc.off:], tc.bytes)
-			p := writeTemp(t, "disk.vhd", b)
-			f := vhdCheckFindings(t, p)
-			t.Logf("findings: %q", f)
+			f, _ := damagedFindings(t, "disk.vhd", orig, tc.off, tc.bytes)
 			for _, w := range tc.want {
-				if !vhdCheckHas(f, w) {
+				if !hasFinding(f, w) {
 					t.Fatalf("findings %q lack %q", f, w)
 				}
 			}
@@ -139,28 +102,12 @@ func TestVHDCheckDamage(t *testing.T) {
 func vhdCheckSeeds(t testing.TB) [][]byte {
 	var out [][]byte
 	for _, opts := range []string{"subformat=dynamic,force_size=on", "subformat=fixed,force_size=on"} {
-		b, err := os.ReadFile(vhdFixture(t, patternDisk(64<<10, 1), opts))
-		if err != nil {
-			t.Fatal(err)
-		}
+		b := readFile(t, vhdFixture(t, patternDisk(64<<10, 1), opts))
 		out = append(out, b)
 	}
 	return append(out, vhdSampleBytes(t, "go-vhd/win8.vhd"))
 }
 
-func TestVHDCheckCrafted(t *testing.T) {
-	for i, seed := range vhdCheckSeeds(t) {
-		for _, v := range corruptVariants(seed, int64(i), 15) {
-			qcow2CheckTry(t, "c.vhd", v)
-		}
-	}
-}
+func TestVHDCheckCrafted(t *testing.T) { tryVariants(t, "c.vhd", vhdCheckSeeds(t), 15, runCheck) }
 
-func FuzzVHDCheck(f *testing.F) {
-	for _, b := range vhdCheckSeeds(f) {
-		f.Add(b)
-	}
-	f.Fuzz(func(t *testing.T, data []byte) {
-		qcow2CheckTry(t, "f.vhd", data)
-	})
-}
+func FuzzVHDCheck(f *testing.F) { fuzzCrafted(f, "f.vhd", vhdCheckSeeds(f), runCheck) }

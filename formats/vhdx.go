@@ -153,6 +153,29 @@ func vhdxParseHeader(b []byte) (vhdxHeader, bool) {
 	return h, true
 }
 
+// vhdxReadHeader reads both headers and returns the current one: the
+// valid one with the higher sequence number, of a version vdflat reads.
+func vhdxReadHeader(f *os.File, path string) (vhdxHeader, error) {
+	var hdr vhdxHeader
+	found := false
+	hbuf := make([]byte, vhdxHeaderLen)
+	for _, off := range []int64{vhdxHeader1Off, vhdxHeader2Off} {
+		if err := readFullAt(f, hbuf, off, "vhdx", path); err != nil {
+			return hdr, err
+		}
+		if h, ok := vhdxParseHeader(hbuf); ok && (!found || h.seq > hdr.seq) {
+			hdr, found = h, true
+		}
+	}
+	if !found {
+		return hdr, corruptf("vhdx", path, vhdxHeader1Off, "neither header is valid (signature or CRC-32C)")
+	}
+	if hdr.version != 1 {
+		return hdr, unsupportedf("vhdx", path, "header version %d", hdr.version)
+	}
+	return hdr, nil
+}
+
 // vhdxOverlay holds the writes of a replayed log: the file as it would be
 // after replay, without touching it. Each write carries its position in
 // the log (ver) so later writes win where they overlap.
@@ -258,6 +281,7 @@ func (r *vhdxFile) readAt(p []byte, off int64) error {
 
 // vhdxDisk is an open VHDX image (and its parent, for a differencing one).
 type vhdxDisk struct {
+	readOnlyFormat
 	path string
 	f    *os.File
 	r    *vhdxFile
@@ -279,8 +303,6 @@ type vhdxDisk struct {
 	allocOnce sync.Once
 	allocated int64
 }
-
-var _ Mapper = (*vhdxDisk)(nil)
 
 func vhdxOpen(path string, opt Options) (Disk, error) {
 	// Read-only format: the file is always opened read-only, whatever
@@ -321,23 +343,9 @@ func vhdxOpenFile(f *os.File, path string, opt Options) (*vhdxDisk, error) {
 		info.Metadata["creator"] = c
 	}
 
-	// Headers: the valid one with the higher sequence number is current.
-	var hdr vhdxHeader
-	found := false
-	hbuf := make([]byte, vhdxHeaderLen)
-	for _, off := range []int64{vhdxHeader1Off, vhdxHeader2Off} {
-		if err := readFullAt(f, hbuf, off, "vhdx", path); err != nil {
-			return nil, err
-		}
-		if h, ok := vhdxParseHeader(hbuf); ok && (!found || h.seq > hdr.seq) {
-			hdr, found = h, true
-		}
-	}
-	if !found {
-		return nil, corruptf("vhdx", path, vhdxHeader1Off, "neither header is valid (signature or CRC-32C)")
-	}
-	if hdr.version != 1 {
-		return nil, unsupportedf("vhdx", path, "header version %d", hdr.version)
+	hdr, err := vhdxReadHeader(f, path)
+	if err != nil {
+		return nil, err
 	}
 	info.Metadata["header_sequence"] = strconv.FormatUint(hdr.seq, 10)
 	info.Metadata["file_write_guid"] = hdr.fileWrite.String()
@@ -959,7 +967,7 @@ func (d *vhdxDisk) block(b int64) (state int, fileOff int64, err error) {
 // blockEnd is how many bytes of block b hold virtual disk data (less
 // than a block only for the last one).
 func (d *vhdxDisk) blockEnd(b int64) int64 {
-	return min(d.blockSize, vhdxRoundUp(d.size, SectorSize)-b*d.blockSize)
+	return min(d.blockSize, roundUp(d.size, SectorSize)-b*d.blockSize)
 }
 
 // bitmap returns the sector bitmap bits of payload block b (one bit per
@@ -992,15 +1000,12 @@ func (d *vhdxDisk) bitmap(b int64) ([]byte, error) {
 func (d *vhdxDisk) Size() int64 { return d.size }
 
 func (d *vhdxDisk) ReadAt(p []byte, off int64) (int, error) {
-	if err := checkIO(p, off); err != nil {
+	n := len(p)
+	p, err := clampReadSectors(p, off, d.size)
+	if err != nil {
 		return 0, err
 	}
-	n := len(p)
-	end := min(off+int64(n), vhdxRoundUp(d.size, SectorSize))
-	if end < off {
-		end = off
-	}
-	clear(p[end-off:])
+	end := off + int64(len(p))
 	for pos := off; pos < end; {
 		b := pos / d.blockSize
 		in := pos % d.blockSize
@@ -1031,21 +1036,15 @@ func (d *vhdxDisk) ReadAt(p []byte, off int64) (int, error) {
 				return 0, err
 			}
 		case vhdxNotPresent:
-			if d.parent != nil {
-				if _, err := d.parent.ReadAt(buf, pos); err != nil {
-					return 0, err
-				}
-			} else {
-				clear(buf)
+			if err := readParent(d.parent, buf, pos); err != nil {
+				return 0, err
 			}
 		default: // undefined, zero, unmapped
 			clear(buf)
 		}
 		pos += cnt
 	}
-	if d.size < off+int64(n) && d.size > off {
-		clear(p[d.size-off:])
-	}
+	clearPastEnd(p, off, d.size)
 	return n, nil
 }
 
@@ -1072,7 +1071,7 @@ func (d *vhdxDisk) readPartial(buf []byte, pos, b, fileOff int64) error {
 			if err := d.r.readAt(part, fileOff+in); err != nil {
 				return err
 			}
-		} else if _, err := d.parent.ReadAt(part, pos+done); err != nil {
+		} else if err := readParent(d.parent, part, pos+done); err != nil {
 			return err
 		}
 		done += cnt
@@ -1086,7 +1085,7 @@ func (d *vhdxDisk) Map(off, length int64) (bool, int64, error) {
 	if off < 0 || off%SectorSize != 0 || off >= d.size || length < SectorSize {
 		return false, 0, fmt.Errorf("%w: map offset %d length %d", ErrInvalid, off, length)
 	}
-	length = min(length, vhdxRoundUp(d.size, SectorSize)-off)
+	length = min(length, roundUp(d.size, SectorSize)-off)
 	b := off / d.blockSize
 	in := off % d.blockSize
 	cnt := min(d.blockSize-in, length)
@@ -1133,7 +1132,7 @@ func (d *vhdxDisk) Map(off, length int64) (bool, int64, error) {
 
 func (d *vhdxDisk) parentMap(off, length int64) (bool, int64, error) {
 	if m, ok := d.parent.(Mapper); ok && off < d.parent.Size() {
-		a, n, err := m.Map(off, min(length, vhdxRoundUp(d.parent.Size(), SectorSize)-off))
+		a, n, err := m.Map(off, min(length, roundUp(d.parent.Size(), SectorSize)-off))
 		return a, n, err
 	}
 	if off >= d.parent.Size() {
@@ -1141,15 +1140,6 @@ func (d *vhdxDisk) parentMap(off, length int64) (bool, int64, error) {
 	}
 	return true, length, nil
 }
-
-func (d *vhdxDisk) WriteAt(p []byte, off int64) (int, error) {
-	if err := checkIO(p, off); err != nil {
-		return 0, err
-	}
-	return 0, ErrReadOnly
-}
-
-func (d *vhdxDisk) Flush() error { return nil }
 
 func (d *vhdxDisk) Close() error {
 	return closeChain(nil, d.f, d.parent)
@@ -1217,5 +1207,3 @@ func (d *vhdxDisk) countAllocated() int64 {
 	})
 	return d.allocated
 }
-
-func vhdxRoundUp(n, m int64) int64 { return (n + m - 1) / m * m }

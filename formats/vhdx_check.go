@@ -16,19 +16,6 @@ import (
 	"sort"
 )
 
-var _ Checker = (*vhdxDisk)(nil)
-
-const (
-	vhdxCheckMaxFindings = 100
-	vhdxCheckMaxSpans    = 16 << 20
-)
-
-// vhdxSpan is one structure of the file, [start, end): BAT entry id when
-// id >= 0, else the structure names[-id-1].
-type vhdxSpan struct {
-	start, end, id int64
-}
-
 var vhdxMetaNames = map[vhdxGUID]string{
 	vhdxMetaFileParams:    "file parameters",
 	vhdxMetaDiskSize:      "virtual disk size",
@@ -39,33 +26,10 @@ var vhdxMetaNames = map[vhdxGUID]string{
 }
 
 type vhdxChecker struct {
-	d        *vhdxDisk
-	end      int64 // file size after log replay
-	names    []string
-	spans    []vhdxSpan
-	findings []string
-	dropped  int
-}
-
-func (c *vhdxChecker) addf(format string, a ...any) {
-	if len(c.findings) < vhdxCheckMaxFindings {
-		c.findings = append(c.findings, fmt.Sprintf(format, a...))
-	} else {
-		c.dropped++
-	}
-}
-
-// span records a named structure for the overlap sweep.
-func (c *vhdxChecker) span(start, length int64, format string, a ...any) {
-	c.names = append(c.names, fmt.Sprintf(format, a...))
-	c.spans = append(c.spans, vhdxSpan{start, start + length, -int64(len(c.names))})
-}
-
-func (c *vhdxChecker) spanName(s vhdxSpan) string {
-	if s.id >= 0 {
-		return fmt.Sprintf("BAT entry %d (block at %#x)", s.id, s.start)
-	}
-	return c.names[-s.id-1]
+	findingList
+	d     *vhdxDisk
+	end   int64 // file size after log replay
+	spans fileSpans
 }
 
 // Check implements Checker. A differencing disk's parent is checked too.
@@ -78,40 +42,25 @@ func (d *vhdxDisk) Check() ([]string, error) {
 }
 
 func (d *vhdxDisk) check() ([]string, error) {
-	c := &vhdxChecker{d: d, end: d.r.end()}
-	c.span(0, vhdxMiB, "the header area")
+	c := &vhdxChecker{d: d, end: d.r.end(), spans: fileSpans{entry: "BAT entry"}}
+	c.spans.add(0, vhdxMiB, "the header area")
 	if err := c.headers(); err != nil {
-		return c.findings, err
+		return c.list, err
 	}
 	meta, err := c.regions()
 	if err != nil {
-		return c.findings, err
+		return c.list, err
 	}
 	if meta[1] > 0 {
 		if err := c.metadata(meta); err != nil {
-			return c.findings, err
+			return c.list, err
 		}
 	}
 	if err := c.bat(); err != nil {
-		return c.findings, err
+		return c.list, err
 	}
-	sort.SliceStable(c.spans, func(i, j int) bool { return c.spans[i].start < c.spans[j].start })
-	reach := -1
-	for i, s := range c.spans {
-		if s.end <= s.start {
-			continue
-		}
-		if reach >= 0 && s.start < c.spans[reach].end {
-			c.addf("%s overlaps %s", c.spanName(s), c.spanName(c.spans[reach]))
-		}
-		if reach < 0 || s.end > c.spans[reach].end {
-			reach = i
-		}
-	}
-	if c.dropped > 0 {
-		c.findings = append(c.findings, fmt.Sprintf("%d more findings not listed", c.dropped))
-	}
-	return c.findings, nil
+	c.spans.overlaps(&c.findingList)
+	return c.done(), nil
 }
 
 // headers checks both header copies as they are in the file (the log
@@ -147,7 +96,7 @@ func (c *vhdxChecker) headers() error {
 		}
 	}
 	if found && cur.logLength != 0 {
-		c.span(int64(cur.logOffset), int64(cur.logLength), "the log")
+		c.spans.add(int64(cur.logOffset), int64(cur.logLength), "the log")
 	}
 	return nil
 }
@@ -213,7 +162,7 @@ func (c *vhdxChecker) regions() ([2]int64, error) {
 			c.addf("region table at %#x: %s at %#x (%d bytes) runs past the end of the file", tblOff, name, off, length)
 			continue
 		}
-		c.span(off, length, "%s", name)
+		c.spans.add(off, length, "%s", name)
 		if id == vhdxRegionMetadata {
 			meta = [2]int64{off, length}
 		}
@@ -348,7 +297,5 @@ func (c *vhdxChecker) block(i, off, length int64, what string) {
 		c.addf("BAT at %#x entry %d: %s at %#x (%d bytes) lies outside the file (%d bytes)", c.d.batOff, i, what, off, length, c.end)
 		return
 	}
-	if len(c.spans) < vhdxCheckMaxSpans {
-		c.spans = append(c.spans, vhdxSpan{off, off + length, i})
-	}
+	c.spans.addBlock(off, length, i) // past maxCheckSpans, blocks go unchecked for overlaps
 }

@@ -3,27 +3,11 @@ package formats
 import (
 	"encoding/binary"
 	"math/rand"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 )
-
-// vhdxCheckFindings opens path read-only and returns what Check finds.
-func vhdxCheckFindings(t *testing.T, path string) []string {
-	t.Helper()
-	d, err := Open(path, Options{ReadOnly: true})
-	if err != nil {
-		t.Fatalf("Open(%s): %v", path, err)
-	}
-	defer d.Close()
-	f, err := d.(Checker).Check()
-	if err != nil {
-		t.Fatalf("Check(%s): %v (findings %q)", path, err, f)
-	}
-	return f
-}
 
 // vhdxCheckFixture makes a VHDX of 7 MiB with qemu-img and writes to it
 // with qemu-io (data, a partial block, zeros).
@@ -31,7 +15,7 @@ func vhdxCheckFixture(t *testing.T, opts string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "io.vhdx")
 	qemuImg(t, "create", "-f", "vhdx", "-o", opts+",log_size=1M", p, "7M")
-	qcow2QemuIO(t, "vhdx", p, "write -P 0x11 0 3k", "write -P 0x12 1m 20k", "write -P 0x13 5m 1500k", "write -z 2m 1m")
+	qemuIO(t, "vhdx", p, "write -P 0x11 0 3k", "write -P 0x12 1m 20k", "write -P 0x13 5m 1500k", "write -z 2m 1m")
 	return p
 }
 
@@ -51,14 +35,14 @@ func TestVHDXCheckClean(t *testing.T) {
 		}},
 		// A log still to replay is not an inconsistency.
 		{"sample-dirty-log", func(t *testing.T) string {
-			return vhdxSample(t, "qemu-iotests/iotest-dirtylog-10G-4M.vhdx.bz2")
+			return sampleFile(t, "qemu-iotests/iotest-dirtylog-10G-4M.vhdx.bz2")
 		}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel() // most time goes to qemu processes
 			p := tc.make(t)
-			if f := vhdxCheckFindings(t, p); len(f) != 0 {
+			if f := checkFindings(t, p); len(f) != 0 {
 				t.Fatalf("findings on a sound image: %q", f)
 			}
 			// qemu agrees where it can: it has no differencing VHDX and
@@ -74,10 +58,7 @@ func TestVHDXCheckClean(t *testing.T) {
 
 func TestVHDXCheckDamage(t *testing.T) {
 	src := vhdxCheckFixture(t, "subformat=dynamic,block_size=1M")
-	orig, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
+	orig := readFile(t, src)
 	le := binary.LittleEndian
 	// The BAT and the metadata table, from region table 1.
 	var batOff, metaOff int64
@@ -127,12 +108,8 @@ func TestVHDXCheckDamage(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel() // most time goes to qemu processes
-			b := append([]byte(nil), orig...)
-			copy(b[tc.off:], tc.bytes)
-			p := writeTemp(t, "disk.vhdx", b)
-			f := vhdxCheckFindings(t, p)
-			t.Logf("findings: %q", f)
-			if !vhdCheckHas(f, tc.want) {
+			f, p := damagedFindings(t, "disk.vhdx", orig, tc.off, tc.bytes)
+			if !hasFinding(f, tc.want) {
 				t.Fatalf("findings %q lack %q", f, tc.want)
 			}
 			if tc.oracle {
@@ -171,13 +148,13 @@ func TestVHDXCheckCrafted(t *testing.T) {
 			}
 			c[pos] ^= byte(1 << r.Intn(8))
 		}
-		qcow2CheckTry(t, "c.vhdx", c)
+		tryCrafted(t, "c.vhdx", c, runCheck)
 	}
 }
 
 func FuzzVHDXCheck(f *testing.F) {
 	f.Add(vhdxFuzzEncode(vhdxCheckSeed()))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		qcow2CheckTry(t, "f.vhdx", vhdxFuzzDecode(data))
+		tryCrafted(t, "f.vhdx", vhdxFuzzDecode(data), runCheck)
 	})
 }

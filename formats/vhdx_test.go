@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
-	"io"
 	"io/fs"
 	"math/rand"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -21,13 +19,7 @@ import (
 // qemu-img and returns the image path and the oracle's raw bytes.
 func vhdxQemuFixture(t testing.TB, size int64, seed int64, opts string) (string, []byte) {
 	t.Helper()
-	dir := t.TempDir()
-	raw := filepath.Join(dir, "src.raw")
-	if err := os.WriteFile(raw, patternDisk(size, seed), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	img := filepath.Join(dir, "disk.vhdx")
-	qemuImg(t, "convert", "-f", "raw", "-O", "vhdx", "-o", opts, raw, img)
+	img := qemuConvert(t, t.TempDir(), patternDisk(size, seed), "vhdx", "disk.vhdx", "-o", opts)
 	return img, qemuRaw(t, "vhdx", img)
 }
 
@@ -61,38 +53,14 @@ func TestVHDXQemu(t *testing.T) {
 			if info.Allocated < 0 || info.Allocated > d.Size() {
 				t.Errorf("Allocated = %d", info.Allocated)
 			}
-			vhdxCheckMap(t, d, want)
+			checkMap(t, d, want, nil)
 		})
-	}
-}
-
-// vhdxCheckMap checks that every range Map calls a hole reads as zeros.
-func vhdxCheckMap(t *testing.T, d Disk, want []byte) {
-	t.Helper()
-	m := d.(Mapper)
-	for off := int64(0); off < d.Size(); {
-		alloc, n, err := m.Map(off, d.Size()-off)
-		if err != nil || n < SectorSize || n%SectorSize != 0 && off+n < d.Size() {
-			t.Fatalf("Map(%d) = %v, %d, %v", off, alloc, n, err)
-		}
-		if !alloc {
-			end := min(off+n, int64(len(want)))
-			for i := off; i < end; i++ {
-				if want[i] != 0 {
-					t.Fatalf("Map says [%d,+%d) is a hole, but byte %d is %#x", off, n, i, want[i])
-				}
-			}
-		}
-		off += n
 	}
 }
 
 func TestVHDXReadOnly(t *testing.T) {
 	img, _ := vhdxQemuFixture(t, 2<<20, 7, "subformat=dynamic")
-	before, err := os.ReadFile(img)
-	if err != nil {
-		t.Fatal(err)
-	}
+	before := readFile(t, img)
 	d := mustOpen(t, img, Options{}) // read-write requested: still read-only
 	if _, err := d.WriteAt(make([]byte, 512), 0); !errors.Is(err, ErrReadOnly) {
 		t.Fatalf("WriteAt = %v, want ErrReadOnly", err)
@@ -104,7 +72,7 @@ func TestVHDXReadOnly(t *testing.T) {
 		t.Fatalf("unaligned ReadAt = %v", err)
 	}
 	d.Close()
-	after, _ := os.ReadFile(img)
+	after := readFile(t, img)
 	if !bytes.Equal(before, after) {
 		t.Fatal("opening changed the file")
 	}
@@ -113,7 +81,7 @@ func TestVHDXReadOnly(t *testing.T) {
 func TestVHDXSamples(t *testing.T) {
 	for _, row := range samples(t, "vhdx") {
 		t.Run(filepath.Base(row.Path), func(t *testing.T) {
-			p := vhdxSample(t, row.Path)
+			p := sampleFile(t, row.Path)
 			// The differencing sample's note has "EXPECT ERROR" after a
 			// description, so ExpectError (a prefix test) misses it.
 			if row.ExpectError() || row.MD5 == "-" {
@@ -173,57 +141,10 @@ func vhdxCheckDirtyLogSample(t *testing.T, d Disk) {
 	p := make([]byte, 64<<10)
 	for i := 0; i < 50; i++ {
 		off := 18<<20 + r.Int63n((d.Size()-18<<20)/SectorSize-128)*SectorSize
-		if _, err := d.ReadAt(p, off); err != nil || !allZero(p) {
-			t.Fatalf("read at %d: %v, zero=%v", off, err, allZero(p))
+		if _, err := d.ReadAt(p, off); err != nil || !isZero(p) {
+			t.Fatalf("read at %d: %v, zero=%v", off, err, isZero(p))
 		}
 	}
-}
-
-// vhdxSample is sampleFile for one compressed sample, decompressed by the
-// gzip/bzip2 tools (Go's bzip2 reader under -race takes tens of seconds
-// for the 100 MiB sample) and written sparsely.
-func vhdxSample(t testing.TB, rel string) string {
-	t.Helper()
-	src := filepath.Join(samplesDir, rel)
-	tool, name := "gzip", strings.TrimSuffix(filepath.Base(rel), ".gz")
-	if strings.HasSuffix(rel, ".bz2") {
-		tool, name = "bzip2", strings.TrimSuffix(filepath.Base(rel), ".bz2")
-	}
-	dst := filepath.Join(t.TempDir(), name)
-	cmd := exec.Command(tool, "-dc", src)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("%s is not installed? %v", tool, err)
-	}
-	f, err := os.Create(dst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, 1<<20)
-	var off int64
-	for {
-		n, rerr := io.ReadFull(out, buf)
-		if n > 0 && !allZero(buf[:n]) {
-			if _, err := f.WriteAt(buf[:n], off); err != nil {
-				t.Fatal(err)
-			}
-		}
-		off += int64(n)
-		if rerr != nil {
-			break
-		}
-	}
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("%s -dc %s: %v", tool, src, err)
-	}
-	if err := f.Truncate(off); err != nil {
-		t.Fatal(err)
-	}
-	return dst
 }
 
 // ---------------------------------------------------------------------
@@ -508,10 +429,7 @@ func vhdxTestBlocks(r *rand.Rand, n, blockSize, sector int64, diff bool) map[int
 // vhdxDataWriteGUID reads the data write GUID of the current header of
 // an image made by another tool (the higher sequence number wins).
 func vhdxDataWriteGUID(t *testing.T, path string) vhdxGUID {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := readFile(t, path)
 	h1, h2 := b[64<<10:], b[128<<10:]
 	h := h1
 	if binary.LittleEndian.Uint64(h2[8:]) > binary.LittleEndian.Uint64(h1[8:]) {
@@ -545,9 +463,7 @@ func vhdxDiffChild(t *testing.T, p *vhdxDiffParent, name string, seed, sector in
 	im.blocks = vhdxTestBlocks(r, (im.size+im.blockSize-1)/im.blockSize, im.blockSize, sector, true)
 	im.parent = locator(dir, p.link)
 	child := filepath.Join(dir, name)
-	if err := os.WriteFile(child, im.build(), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, child, im.build())
 	return child, im.model(p.raw)
 }
 
@@ -568,11 +484,11 @@ func TestVHDXDifferencing(t *testing.T) {
 	for _, sector := range []int64{512, 4096} {
 		t.Run(strconv.FormatInt(sector, 10), func(t *testing.T) {
 			child, want := vhdxDiffFixture(t, sector, vhdxStdLocator)
-			parentBefore, _ := os.ReadFile(filepath.Join(filepath.Dir(child), "disk.vhdx"))
+			parentBefore := readFile(t, filepath.Join(filepath.Dir(child), "disk.vhdx"))
 			d := mustOpen(t, child, Options{})
 			checkDisk(t, d, want)
 			checkConcurrentReads(t, d, want)
-			vhdxCheckMap(t, d, want)
+			checkMap(t, d, want, nil)
 			info := d.Info()
 			if info.Variant != "differencing" || info.Parent == nil || info.Parent.Format != "vhdx" || len(info.Files) != 2 {
 				t.Errorf("Info = %+v", info)
@@ -581,7 +497,7 @@ func TestVHDXDifferencing(t *testing.T) {
 				t.Errorf("WriteAt = %v", err)
 			}
 			d.Close()
-			after, _ := os.ReadFile(filepath.Join(filepath.Dir(child), "disk.vhdx"))
+			after := readFile(t, filepath.Join(filepath.Dir(child), "disk.vhdx"))
 			if !bytes.Equal(parentBefore, after) {
 				t.Error("parent changed")
 			}
@@ -656,7 +572,7 @@ func TestVHDXChain(t *testing.T) {
 		})
 	d := mustOpen(t, top, Options{ReadOnly: true})
 	checkDisk(t, d, topModel)
-	vhdxCheckMap(t, d, topModel)
+	checkMap(t, d, topModel, nil)
 	info := d.Info()
 	if info.Parent == nil || info.Parent.Parent == nil || info.Parent.Parent.Path != base.path || len(info.Files) != 3 {
 		t.Errorf("Info = %+v", info)
@@ -839,9 +755,7 @@ func vhdxDirtyLogCase(t *testing.T, grow, wrap bool) {
 	// Oracle: qemu replays the log of a copy.
 	if !wrap {
 		cp := filepath.Join(t.TempDir(), "copy.vhdx")
-		if err := os.WriteFile(cp, dirty, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		writeFile(t, cp, dirty)
 		qemuImg(t, "check", "-r", "all", "-f", "vhdx", cp)
 		if !bytes.Equal(qemuRaw(t, "vhdx", cp), want) {
 			t.Fatal("qemu-img's replay disagrees with the model")
@@ -862,20 +776,12 @@ func vhdxDirtyLogCase(t *testing.T, grow, wrap bool) {
 
 func TestVHDXCrafted(t *testing.T) {
 	img, _ := vhdxQemuFixture(t, 3<<20+512, 4, "subformat=dynamic,block_size=1M")
-	data, err := os.ReadFile(img)
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := readFile(t, img)
 	child, _ := vhdxDiffFixture(t, 512, vhdxStdLocator)
-	cdata, err := os.ReadFile(child)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cdata := readFile(t, child)
 	for i, v := range append(corruptVariants(data, 1, 25), corruptVariants(cdata, 2, 25)...) {
 		p := filepath.Join(filepath.Dir(child), "crafted.vhdx")
-		if err := os.WriteFile(p, v, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		writeFile(t, p, v)
 		d, err := Open(p, Options{ReadOnly: true})
 		if err != nil {
 			if !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrUnsupported) && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, ErrUnknownFormat) {
@@ -998,7 +904,7 @@ func vhdxFuzzDecode(data []byte) []byte {
 		copy(img[off:], data[:n])
 		data = data[n:]
 	}
-	if pad := vhdxRoundUp(int64(len(img)), 4096) - int64(len(img)); pad > 0 {
+	if pad := roundUp(int64(len(img)), 4096) - int64(len(img)); pad > 0 {
 		img = append(img, make([]byte, pad)...)
 	}
 	return img
@@ -1036,7 +942,7 @@ func FuzzVHDX(f *testing.F) {
 	diff.blocks[0].present[3] = true
 	f.Add(vhdxFuzzEncode(diff.build()))
 	// The dirty-log sample, without its 0xa5 data pages.
-	if b, err := os.ReadFile(vhdxSample(f, "qemu-iotests/iotest-dirtylog-10G-4M.vhdx.bz2")); err == nil {
+	if b, err := os.ReadFile(sampleFile(f, "qemu-iotests/iotest-dirtylog-10G-4M.vhdx.bz2")); err == nil {
 		enc := vhdxFuzzEncode(b[:min(len(b), 8<<20)])
 		var keep []byte
 		for len(enc) >= 6 {

@@ -70,8 +70,6 @@ type vmdkDisk struct {
 	cid, parCID string
 }
 
-var _ Mapper = (*vmdkDisk)(nil)
-
 func vmdkOpen(path string, opt Options) (Disk, error) {
 	d := &vmdkDisk{path: path, files: map[string]*os.File{}, descOff: -1}
 	if err := d.open(opt); err != nil {
@@ -378,14 +376,15 @@ func (d *vmdkDisk) find(off int64) *vmdkExtent {
 }
 
 func (d *vmdkDisk) ReadAt(p []byte, off int64) (int, error) {
-	n := len(p)
-	p, err := clampRead(p, off, d.size)
-	if err != nil {
-		return 0, err
-	}
+	return readUnits(p, off, d.size, 0, d.read)
+}
+
+// read fills p from off extent by extent.
+func (d *vmdkDisk) read(p []byte, off int64) error {
 	for len(p) > 0 {
 		x := d.find(off)
 		m := min(int64(len(p)), x.start+x.size-off)
+		var err error
 		switch {
 		case x.sp != nil:
 			err = x.sp.readAt(p[:m], off-x.start, d.parent, x.start)
@@ -395,38 +394,32 @@ func (d *vmdkDisk) ReadAt(p []byte, off int64) (int, error) {
 			clear(p[:m])
 		}
 		if err != nil {
-			return 0, err
+			return err
 		}
 		p, off = p[m:], off+m
 	}
-	return n, nil
+	return nil
 }
 
 func (d *vmdkDisk) WriteAt(p []byte, off int64) (int, error) {
-	n := len(p)
-	p, err := clampWrite(p, off, d.size, d.readOnly)
-	if err != nil {
-		return 0, err
-	}
-	if len(p) == 0 {
-		return n, nil
-	}
-	if err := d.touch(); err != nil {
-		return 0, err
-	}
+	return writeUnits(p, off, d.size, d.readOnly, 0, d.touch, d.write)
+}
+
+// write writes p at off extent by extent.
+func (d *vmdkDisk) write(p []byte, off int64) error {
 	for len(p) > 0 {
 		x := d.find(off)
 		m := min(int64(len(p)), x.start+x.size-off)
 		if x.sp != nil {
 			if err := x.sp.writeAt(p[:m], off-x.start, d.parent, x.start); err != nil {
-				return 0, err
+				return err
 			}
-		} else if _, err := x.f.WriteAt(p[:m], x.flatOff+off-x.start); err != nil {
-			return 0, fmt.Errorf("vmdk: %s: write at %#x: %w", x.path, x.flatOff+off-x.start, err)
+		} else if err := writeFullAt(x.f, p[:m], x.flatOff+off-x.start, "vmdk", x.path); err != nil {
+			return err
 		}
 		p, off = p[m:], off+m
 	}
-	return n, nil
+	return nil
 }
 
 // touch gives the image a new CID on its first write of the session, as
@@ -473,8 +466,8 @@ func (d *vmdkDisk) Flush() error {
 		return nil
 	}
 	for _, f := range d.files {
-		if err := f.Sync(); err != nil {
-			return fmt.Errorf("vmdk: %s: %w", f.Name(), err)
+		if err := syncFile(f, "vmdk", f.Name()); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -500,7 +493,7 @@ func (d *vmdkDisk) Map(off, length int64) (bool, int64, error) {
 		if err != nil {
 			return false, 0, err
 		}
-		n = vmdkRoundUp(n, SectorSize)
+		n = roundUp(n, SectorSize)
 		switch st {
 		case vmdkData:
 			return true, n, nil

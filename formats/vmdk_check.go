@@ -6,8 +6,6 @@ import (
 	"fmt"
 )
 
-var _ Checker = (*vmdkDisk)(nil)
-
 // Check compares each hosted sparse extent's grain directory and grain
 // tables with their redundant copies, and checks that every table and
 // grain lies inside the file.

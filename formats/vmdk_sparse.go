@@ -115,76 +115,108 @@ func (s *vmdkSparse) init() error {
 	if s.compress {
 		s.grains = newLRU[int64, []byte](max(4, int(4<<20/s.grainSize)))
 	}
-	s.next = vmdkRoundUp(s.fileSize.Load(), s.grainSize)
+	s.next = roundUp(s.fileSize.Load(), s.grainSize)
 	return nil
 }
 
 // vmdkOpenHosted reads a KDMV header (hdr: the first sector).
+// vmdkHostedHeader is the header of a hosted sparse extent (sizes and
+// offsets in sectors, as stored).
+type vmdkHostedHeader struct {
+	magic             string
+	version, flags    uint32
+	capacity, grain   uint64
+	descOff, descSize int64
+	gtEntries         int64
+	rgd, gd           uint64
+	overhead          uint64
+	unclean           bool
+	algo              uint16
+}
+
+func vmdkDecodeHosted(b []byte) vmdkHostedHeader {
+	le := binary.LittleEndian
+	return vmdkHostedHeader{
+		magic: string(b[:4]), version: le.Uint32(b[4:]), flags: le.Uint32(b[8:]),
+		capacity: le.Uint64(b[12:]), grain: le.Uint64(b[20:]),
+		descOff: int64(le.Uint64(b[28:])), descSize: int64(le.Uint64(b[36:])),
+		gtEntries: int64(le.Uint32(b[44:])), rgd: le.Uint64(b[48:]), gd: le.Uint64(b[56:]),
+		overhead: le.Uint64(b[64:]), unclean: b[72] != 0, algo: le.Uint16(b[77:]),
+	}
+}
+
+// validate checks the fields that size what open allocates and reads.
+func (h *vmdkHostedHeader) validate(path string) error {
+	if h.version < 1 || h.version > 3 {
+		return unsupportedf("vmdk", path, "sparse extent version %d", h.version)
+	}
+	if h.descOff < 0 || h.descSize < 0 || h.descOff > vmdkMaxSectors || h.descSize > vmdkMaxSectors {
+		return corruptf("vmdk", path, 28, "bad descriptor location %d+%d", h.descOff, h.descSize)
+	}
+	if h.grain == 0 || h.grain*512 > vmdkMaxGrain {
+		return corruptf("vmdk", path, 20, "grain size %d sectors out of range", h.grain)
+	}
+	if h.gtEntries == 0 || h.gtEntries > 512 {
+		return corruptf("vmdk", path, 44, "%d grain table entries per table (at most 512)", h.gtEntries)
+	}
+	if h.capacity > vmdkMaxSectors {
+		return corruptf("vmdk", path, 12, "capacity of %d sectors is absurd", h.capacity)
+	}
+	if h.flags&vmdkFlagCompress != 0 {
+		if h.algo != 1 {
+			return unsupportedf("vmdk", path, "compression algorithm %d", h.algo)
+		}
+	} else if h.algo != 0 {
+		return unsupportedf("vmdk", path, "compression algorithm %d without the compressed flag", h.algo)
+	}
+	return nil
+}
+
+// vmdkReadHosted decodes the header hdr of a hosted sparse extent of size
+// bytes; a stream-optimized extent written as a stream keeps the real
+// header in a footer, the second-to-last sector.
+func vmdkReadHosted(f *os.File, path string, size int64, hdr []byte) (h vmdkHostedHeader, gdAtEnd bool, err error) {
+	h = vmdkDecodeHosted(hdr)
+	if h.gd != vmdkGDAtEnd {
+		return h, false, nil
+	}
+	if size < 1536 {
+		return h, false, corruptf("vmdk", path, -1, "grain directory at the end, but the file is too short for a footer")
+	}
+	foot := make([]byte, 512)
+	if err := readFullAt(f, foot, size-1024, "vmdk", path); err != nil {
+		return h, false, err
+	}
+	ft := vmdkDecodeHosted(foot)
+	if ft.magic != "KDMV" || ft.gd == vmdkGDAtEnd {
+		return h, false, corruptf("vmdk", path, size-1024, "grain directory at the end, but no valid footer")
+	}
+	// The descriptor location stays the header's.
+	ft.descOff, ft.descSize = h.descOff, h.descSize
+	return ft, true, nil
+}
+
 func vmdkOpenHosted(f *os.File, path string, size int64, hdr []byte) (*vmdkSparse, error) {
 	s := &vmdkSparse{kind: vmdkHosted, f: f, path: path, entrySize: 4}
 	s.fileSize.Store(size)
-	le := binary.LittleEndian
-	if le.Uint64(hdr[56:]) == vmdkGDAtEnd {
-		// streamOptimized written as a stream: the footer (a copy of the
-		// header with the real GD offset) is the second-to-last sector.
-		if size < 1536 {
-			return nil, s.errf(-1, "grain directory at the end, but the file is too short for a footer")
-		}
-		foot := make([]byte, 512)
-		if err := readFullAt(f, foot, size-1024, "vmdk", path); err != nil {
-			return nil, err
-		}
-		if string(foot[:4]) != "KDMV" || le.Uint64(foot[56:]) == vmdkGDAtEnd {
-			return nil, s.errf(size-1024, "grain directory at the end, but no valid footer")
-		}
-		// The descriptor location stays the header's.
-		s.descOff, s.descSize = int64(le.Uint64(hdr[28:])), int64(le.Uint64(hdr[36:]))
-		hdr = foot
-		s.gdAtEnd = true
-	} else {
-		s.descOff, s.descSize = int64(le.Uint64(hdr[28:])), int64(le.Uint64(hdr[36:]))
+	h, gdAtEnd, err := vmdkReadHosted(f, path, size, hdr)
+	if err != nil {
+		return nil, err
 	}
-	s.version = le.Uint32(hdr[4:])
-	s.flags = le.Uint32(hdr[8:])
-	capacity := le.Uint64(hdr[12:])
-	grain := le.Uint64(hdr[20:])
-	s.gtEntries = int64(le.Uint32(hdr[44:]))
-	rgd := le.Uint64(hdr[48:])
-	gd := le.Uint64(hdr[56:])
-	overhead := le.Uint64(hdr[64:])
-	s.unclean = hdr[72] != 0
-	algo := le.Uint16(hdr[77:])
-	if s.version < 1 || s.version > 3 {
-		return nil, unsupportedf("vmdk", path, "sparse extent version %d", s.version)
+	if err := h.validate(path); err != nil {
+		return nil, err
 	}
-	if s.descOff < 0 || s.descSize < 0 || s.descOff > vmdkMaxSectors || s.descSize > vmdkMaxSectors {
-		return nil, s.errf(28, "bad descriptor location %d+%d", s.descOff, s.descSize)
-	}
-	s.descOff *= 512
-	s.descSize *= 512
-	if grain == 0 || grain*512 > vmdkMaxGrain {
-		return nil, s.errf(20, "grain size %d sectors out of range", grain)
-	}
-	s.grainSize = int64(grain) * 512
-	if s.gtEntries == 0 || s.gtEntries > 512 {
-		return nil, s.errf(44, "%d grain table entries per table (at most 512)", s.gtEntries)
-	}
-	if capacity > vmdkMaxSectors {
-		return nil, s.errf(12, "capacity of %d sectors is absurd", capacity)
-	}
-	s.capacity = int64(capacity) * 512
+	s.gdAtEnd = gdAtEnd
+	s.version, s.flags, s.gtEntries, s.unclean = h.version, h.flags, h.gtEntries, h.unclean
+	s.descOff, s.descSize = h.descOff*512, h.descSize*512
+	s.grainSize = int64(h.grain) * 512
+	s.capacity = int64(h.capacity) * 512
 	s.gdEntries = (s.capacity + s.gtEntries*s.grainSize - 1) / (s.gtEntries * s.grainSize)
-	if s.flags&vmdkFlagCompress != 0 {
-		if algo != 1 {
-			return nil, unsupportedf("vmdk", path, "compression algorithm %d", algo)
-		}
-		s.compress = true
-		s.markers = s.flags&vmdkFlagMarkers != 0
-	} else if algo != 0 {
-		return nil, unsupportedf("vmdk", path, "compression algorithm %d without the compressed flag", algo)
-	}
+	s.compress = s.flags&vmdkFlagCompress != 0
+	s.markers = s.compress && s.flags&vmdkFlagMarkers != 0
 	s.zeroGTE = s.flags&vmdkFlagZeroGTE != 0
 	gdBytes := s.gdEntries * 4
+	gd, rgd := h.gd, h.rgd
 	okGD := gd != 0 && gd <= uint64(size)/512 && int64(gd)*512+gdBytes <= size
 	okRGD := s.flags&vmdkFlagRGD != 0 && rgd != 0 && rgd <= uint64(size)/512 && int64(rgd)*512+gdBytes <= size
 	switch {
@@ -201,8 +233,8 @@ func vmdkOpenHosted(f *os.File, path string, size int64, hdr []byte) (*vmdkSpars
 	if err := s.init(); err != nil {
 		return nil, err
 	}
-	if overhead > uint64(size)/512 {
-		return nil, &vmdkTruncated{s.errf(64, "file truncated: %d bytes, header says metadata alone takes %d sectors", size, overhead)}
+	if h.overhead > uint64(size)/512 {
+		return nil, &vmdkTruncated{s.errf(64, "file truncated: %d bytes, header says metadata alone takes %d sectors", size, h.overhead)}
 	}
 	return s, nil
 }
@@ -520,7 +552,7 @@ func (s *vmdkSparse) lookup(g int64) (int, int64, error) {
 func (s *vmdkSparse) readAt(p []byte, off int64, parent Disk, vbase int64) error {
 	for len(p) > 0 {
 		if off >= s.capacity {
-			return vmdkHole(p, vbase+off, parent)
+			return readParent(parent, p, vbase+off)
 		}
 		g, in := off/s.grainSize, off%s.grainSize
 		n := min(int64(len(p)), s.grainSize-in, s.capacity-off)
@@ -556,23 +588,13 @@ func (s *vmdkSparse) readAt(p []byte, off int64, parent Disk, vbase int64) error
 		case vmdkZeroed:
 			clear(p[:n])
 		default:
-			if err := vmdkHole(p[:n], vbase+off, parent); err != nil {
+			if err := readParent(parent, p[:n], vbase+off); err != nil {
 				return err
 			}
 		}
 		p, off = p[n:], off+n
 	}
 	return nil
-}
-
-// vmdkHole fills an unallocated range: from the parent, or zeros.
-func vmdkHole(p []byte, voff int64, parent Disk) error {
-	if parent == nil {
-		clear(p)
-		return nil
-	}
-	_, err := parent.ReadAt(p, voff)
-	return err
 }
 
 // vmdkPread reads p at off; bytes past the end of the file read as zeros
@@ -674,8 +696,8 @@ func (s *vmdkSparse) writeAt(p []byte, off int64, parent Disk, vbase int64) erro
 				}
 				n = min(int64(len(p)), n+s.grainSize, s.capacity-off)
 			}
-			if _, err := s.f.WriteAt(p[:n], foff+in); err != nil {
-				return fmt.Errorf("vmdk: %s: write at %#x: %w", s.path, foff+in, err)
+			if err := writeFullAt(s.f, p[:n], foff+in, "vmdk", s.path); err != nil {
+				return err
 			}
 		} else if err := s.allocate(g, in, p[:n], st, parent, vbase+g*s.grainSize); err != nil {
 			return err
@@ -696,10 +718,7 @@ func (s *vmdkSparse) allocate(g, in int64, chunk []byte, st int, parent Disk, vg
 		return err
 	}
 	if st == vmdkData { // a concurrent writer allocated it meanwhile
-		if _, err := s.f.WriteAt(chunk, foff+in); err != nil {
-			return fmt.Errorf("vmdk: %s: write at %#x: %w", s.path, foff+in, err)
-		}
-		return nil
+		return writeFullAt(s.f, chunk, foff+in, "vmdk", s.path)
 	}
 	buf := make([]byte, s.grainSize)
 	if st == vmdkUnalloc && parent != nil && int64(len(chunk)) < s.grainSize {
@@ -718,12 +737,12 @@ func (s *vmdkSparse) allocate(g, in int64, chunk []byte, st int, parent Disk, vg
 			return err
 		}
 	}
-	goff := vmdkRoundUp(s.next, s.grainSize)
+	goff := roundUp(s.next, s.grainSize)
 	if (goff+s.grainSize)/512 > 0xffffffff {
 		return fmt.Errorf("vmdk: %s: sparse extent full (2 TiB of grains): %w", s.path, ErrUnsupported)
 	}
-	if _, err := s.f.WriteAt(buf, goff); err != nil {
-		return fmt.Errorf("vmdk: %s: write at %#x: %w", s.path, goff, err)
+	if err := writeFullAt(s.f, buf, goff, "vmdk", s.path); err != nil {
+		return err
 	}
 	s.next = goff + s.grainSize
 	s.fileSize.Store(max(s.fileSize.Load(), s.next))
@@ -734,8 +753,8 @@ func (s *vmdkSparse) allocate(g, in int64, chunk []byte, st int, parent Disk, vg
 		if t == 0 {
 			continue
 		}
-		if _, err := s.f.WriteAt(e[:], t+i*4); err != nil {
-			return fmt.Errorf("vmdk: %s: write at %#x: %w", s.path, t+i*4, err)
+		if err := writeFullAt(s.f, e[:], t+i*4, "vmdk", s.path); err != nil {
+			return err
 		}
 	}
 	s.mu.Lock()
@@ -752,7 +771,7 @@ func (s *vmdkSparse) allocate(g, in int64, chunk []byte, st int, parent Disk, vg
 // newGT allocates grain table gti (and its redundant copy) at the end of
 // the file and links it from the directories. Called with allocMu held.
 func (s *vmdkSparse) newGT(gti int64) (int64, int64, error) {
-	tb := vmdkRoundUp(s.gtBytes(), 512)
+	tb := roundUp(s.gtBytes(), 512)
 	zero := make([]byte, tb)
 	gt := s.next
 	rgt := int64(0)
@@ -770,8 +789,8 @@ func (s *vmdkSparse) newGT(gti int64) (int64, int64, error) {
 		if t == 0 {
 			continue
 		}
-		if _, err := s.f.WriteAt(zero, t); err != nil {
-			return 0, 0, fmt.Errorf("vmdk: %s: write at %#x: %w", s.path, t, err)
+		if err := writeFullAt(s.f, zero, t, "vmdk", s.path); err != nil {
+			return 0, 0, err
 		}
 	}
 	s.next = end
@@ -782,8 +801,8 @@ func (s *vmdkSparse) newGT(gti int64) (int64, int64, error) {
 			continue
 		}
 		binary.LittleEndian.PutUint32(e[:], uint32(d[1]/512))
-		if _, err := s.f.WriteAt(e[:], d[0]+gti*4); err != nil {
-			return 0, 0, fmt.Errorf("vmdk: %s: write at %#x: %w", s.path, d[0]+gti*4, err)
+		if err := writeFullAt(s.f, e[:], d[0]+gti*4, "vmdk", s.path); err != nil {
+			return 0, 0, err
 		}
 	}
 	s.mu.Lock()
@@ -826,5 +845,3 @@ func (s *vmdkSparse) mapAt(off, length int64) (int, int64, error) {
 	}
 	return st, n, nil
 }
-
-func vmdkRoundUp(n, m int64) int64 { return (n + m - 1) / m * m }

@@ -21,17 +21,11 @@ import (
 // of it (the oracle).
 func vmdkFixture(t testing.TB, dir, name, subformat string, size, seed int64, opts ...string) (string, []byte) {
 	t.Helper()
-	raw := filepath.Join(dir, name+".raw")
-	if err := os.WriteFile(raw, patternDisk(size, seed), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(dir, name+".vmdk")
 	o := "subformat=" + subformat
 	for _, x := range opts {
 		o += "," + x
 	}
-	qemuImg(t, "convert", "-f", "raw", "-O", "vmdk", "-o", o, raw, p)
-	os.Remove(raw)
+	p := qemuConvert(t, dir, patternDisk(size, seed), "vmdk", name+".vmdk", "-o", o)
 	return p, qemuRaw(t, "vmdk", p)
 }
 
@@ -50,10 +44,7 @@ func vmdkHashFiles(t testing.TB, paths ...string) string {
 	t.Helper()
 	h := md5.New()
 	for _, p := range paths {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
+		b := readFile(t, p)
 		h.Write(b)
 	}
 	return hex.EncodeToString(h.Sum(nil))
@@ -134,32 +125,13 @@ func TestVMDKSubformatsRead(t *testing.T) {
 				if len(info.Files) < 1 || info.Files[0] != p || (strings.Contains(sf, "Flat") && len(info.Files) != 2) {
 					t.Fatalf("files %v", info.Files)
 				}
-				vmdkCheckMap(t, d, want)
+				checkMap(t, d, want, nil)
 				d.Close()
 				if after := vmdkHashFiles(t, vmdkDirFiles(t, dir)...); after != before {
 					t.Fatal("a read-only open changed the image files")
 				}
 			})
 		}
-	}
-}
-
-// vmdkCheckMap checks that every range Map calls unallocated reads as zeros.
-func vmdkCheckMap(t testing.TB, d Disk, want []byte) {
-	t.Helper()
-	m := d.(Mapper)
-	for off := int64(0); off < d.Size(); {
-		alloc, n, err := m.Map(off, d.Size()-off)
-		if err != nil || n <= 0 {
-			t.Fatalf("Map(%d) = %v, %d, %v", off, alloc, n, err)
-		}
-		if !alloc {
-			end := min(off+n, int64(len(want)))
-			if !allZero(want[off:end]) {
-				t.Fatalf("Map says %d+%d unallocated but it holds data", off, n)
-			}
-		}
-		off += n
 	}
 }
 
@@ -175,14 +147,9 @@ func TestVMDKSamples(t *testing.T) {
 				t.Logf("%s: %v", s.Path, err)
 				return
 			}
-			d := mustOpen(t, p, Options{ReadOnly: true})
-			if d.Size() != s.VSize {
-				t.Fatalf("size %d, want %d", d.Size(), s.VSize)
-			}
-			if d.Size() <= 64<<20 {
-				if got := diskMD5(t, d); got != s.MD5 {
-					t.Fatalf("md5 %s, want %s", got, s.MD5)
-				}
+			small := s.VSize <= 64<<20
+			d := openSample(t, p, s, small)
+			if small {
 				return
 			}
 			// Huge and mostly zero: compare the stored grains and samples of
@@ -230,7 +197,7 @@ func TestVMDKSamples(t *testing.T) {
 				buf := make([]byte, hole-data)
 				rf.ReadAt(buf, data)
 				for i := 0; i < len(buf); i += 512 {
-					if !allZero(buf[i:min(len(buf), i+512)]) {
+					if !isZero(buf[i:min(len(buf), i+512)]) {
 						if alloc, _, _ := m.Map(data+int64(i), 512); !alloc {
 							t.Fatalf("qemu has data at %d, Map says unallocated", data+int64(i))
 						}
@@ -362,7 +329,7 @@ func TestVMDKWriteNewGrainTable(t *testing.T) {
 func TestVMDKRedundantDirectory(t *testing.T) {
 	dir := t.TempDir()
 	p, want := vmdkFixture(t, dir, "disk", "monolithicSparse", 3<<20, 11)
-	orig, _ := os.ReadFile(p)
+	orig := readFile(t, p)
 	le := binary.LittleEndian
 	gd, rgd := int64(le.Uint64(orig[56:]))*512, int64(le.Uint64(orig[48:]))*512
 	gt := int64(le.Uint32(orig[gd:])) * 512
@@ -403,7 +370,7 @@ func TestVMDKChain(t *testing.T) {
 
 	d := mustOpen(t, top, Options{ReadOnly: true})
 	checkDisk(t, d, want)
-	vmdkCheckMap(t, d, want)
+	checkMap(t, d, want, nil)
 	info := d.Info()
 	if info.Parent == nil || info.Parent.Parent == nil || info.Parent.Parent.Path != base || len(info.Warnings) != 0 {
 		t.Fatalf("chain info %+v", info)
@@ -431,7 +398,7 @@ func TestVMDKChain(t *testing.T) {
 		t.Fatalf("strict open with a CID mismatch: %v", err)
 	}
 
-	os.Remove(base)
+	removeFile(t, base)
 	_, err := Open(top, Options{ReadOnly: true})
 	if !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), "base.vmdk") {
 		t.Fatalf("missing grandparent: %v", err)
@@ -467,9 +434,7 @@ func TestVMDKCustomDescriptor(t *testing.T) {
 	}
 	// A flat extent with a space in its name, starting 4 sectors in.
 	flat := patternDisk(512<<10, 32)
-	if err := os.WriteFile(filepath.Join(dir, "my flat file.bin"), append(bytes.Repeat([]byte{0xee}, 4*512), flat...), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, filepath.Join(dir, "my flat file.bin"), append(bytes.Repeat([]byte{0xee}, 4*512), flat...))
 	desc := strings.Join([]string{
 		"# Disk DescriptorFile",
 		"version=1",
@@ -487,14 +452,12 @@ func TestVMDKCustomDescriptor(t *testing.T) {
 		"ddb.adapterType = \"lsilogic\"",
 	}, "\r\n") + "\r\n"
 	p := filepath.Join(dir, "custom.vmdk")
-	if err := os.WriteFile(p, []byte(desc), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, p, []byte(desc))
 	// The oracle: qemu's reading of each piece, placed end to end.
 	want := append(append(append(append([]byte(nil), spWant...), make([]byte, 300*512)...), flat...), make([]byte, 8*512)...)
 	d := mustOpen(t, p, Options{})
 	vmdkCompare(t, d, want)
-	vmdkCheckMap(t, d, want)
+	checkMap(t, d, want, nil)
 	info := d.Info()
 	if info.Variant != "custom" || len(info.Files) != 3 || !info.ReadOnly || !strings.Contains(info.ReadOnlyReason, "ZERO") {
 		t.Fatalf("info %+v", info)
@@ -507,12 +470,14 @@ func TestVMDKCustomDescriptor(t *testing.T) {
 	ro := strings.Replace(desc, "RW 300 ZERO", "RDONLY 300 FLAT \"my flat file.bin\" 0", 1)
 	ro = strings.ReplaceAll(ro, "RW 8 ZERO\r\n", "")
 	q := filepath.Join(dir, "ro.vmdk")
-	os.WriteFile(q, []byte(ro), 0o644)
+	writeFile(t, q, []byte(ro))
 	d2 := mustOpen(t, q, Options{})
 	if info := d2.Info(); !info.ReadOnly || !strings.Contains(info.ReadOnlyReason, "RDONLY") {
 		t.Fatalf("RDONLY extent: %+v", info)
 	}
-	os.Rename(filepath.Join(dir, "my flat file.bin"), filepath.Join(dir, "gone"))
+	if err := os.Rename(filepath.Join(dir, "my flat file.bin"), filepath.Join(dir, "gone")); err != nil {
+		t.Fatal(err)
+	}
 	_, err := Open(p, Options{ReadOnly: true})
 	if !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), "my flat file.bin") {
 		t.Fatalf("missing extent: %v", err)
@@ -522,10 +487,10 @@ func TestVMDKCustomDescriptor(t *testing.T) {
 func TestVMDKVMFSFlat(t *testing.T) {
 	dir := t.TempDir()
 	data := patternDisk(1<<20+3*512, 41)
-	os.WriteFile(filepath.Join(dir, "esx-flat.vmdk"), data, 0o644)
+	writeFile(t, filepath.Join(dir, "esx-flat.vmdk"), data)
 	p := filepath.Join(dir, "esx.vmdk")
 	desc := fmt.Sprintf("# Disk DescriptorFile\nversion=1\nCID=1234abcd\nparentCID=ffffffff\ncreateType=\"vmfs\"\n\n# Extent description\nRW %d VMFS \"esx-flat.vmdk\"\n\nddb.adapterType = \"lsilogic\"\n", len(data)/512)
-	os.WriteFile(p, []byte(desc), 0o644)
+	writeFile(t, p, []byte(desc))
 	want := qemuRaw(t, "vmdk", p)
 	d := mustOpen(t, p, Options{ReadOnly: true})
 	vmdkCompare(t, d, want)
@@ -571,7 +536,7 @@ func vmdkMakeCOWD(t testing.TB, path string, data []byte, grainSectors int) {
 			}
 			chunk := make([]byte, gs)
 			copy(chunk, data[g*gs:min(len(data), (g+1)*gs)])
-			if allZero(chunk) {
+			if isZero(chunk) {
 				continue
 			}
 			used = true
@@ -585,9 +550,7 @@ func vmdkMakeCOWD(t testing.TB, path string, data []byte, grainSectors int) {
 		file = append(append(file, table...), grainData...)
 	}
 	le.PutUint32(file[28:], uint32(len(file)/512)) // next free sector
-	if err := os.WriteFile(path, file, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, path, file)
 }
 
 // vmdkMakeSESparse writes an ESXi seSparse extent over data: non-zero
@@ -623,7 +586,7 @@ func vmdkMakeSESparse(t testing.TB, path string, data []byte, zeroGrains map[int
 	var stored []int
 	for g := 0; g < grains; g++ {
 		chunk := data[g*gs : min(len(data), (g+1)*gs)]
-		if !allZero(chunk) {
+		if !isZero(chunk) {
 			stored = append(stored, g)
 		}
 	}
@@ -632,7 +595,7 @@ func vmdkMakeSESparse(t testing.TB, path string, data []byte, zeroGrains map[int
 		chunk := make([]byte, gs)
 		copy(chunk, data[g*gs:min(len(data), (g+1)*gs)])
 		switch {
-		case !allZero(chunk):
+		case !isZero(chunk):
 			c := uint64(len(stored) - 1)
 			for i, s := range stored {
 				if s == g {
@@ -670,9 +633,7 @@ func vmdkESXChild(t testing.TB, path, createType, extType, extent string, sector
 	pd.Close()
 	desc := fmt.Sprintf("# Disk DescriptorFile\nversion=1\nencoding=\"UTF-8\"\nCID=fedcba98\nparentCID=%s\nisNativeSnapshot=\"no\"\ncreateType=\"%s\"\nparentFileNameHint=\"%s\"\n# Extent description\nRW %d %s \"%s\"\n\n# The Disk Data Base\n#DDB\n\nddb.longContentID = \"0123456789abcdef0123456789abcdef\"\n",
 		pcid, createType, filepath.Base(parent), sectors, extType, extent)
-	if err := os.WriteFile(path, []byte(desc), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, path, []byte(desc))
 }
 
 // vmdkOverlay returns parent with the non-zero 4 KiB blocks of child over it.
@@ -680,7 +641,7 @@ func vmdkOverlay(parent, child []byte, bs int) []byte {
 	out := append([]byte(nil), parent...)
 	for o := 0; o < len(child); o += bs {
 		c := child[o:min(len(child), o+bs)]
-		if !allZero(c) {
+		if !isZero(c) {
 			copy(out[o:], c)
 		}
 	}
@@ -701,7 +662,7 @@ func TestVMDKVMFSSparse(t *testing.T) {
 	}
 	d := mustOpen(t, p, Options{})
 	vmdkCompare(t, d, want)
-	vmdkCheckMap(t, d, want)
+	checkMap(t, d, want, nil)
 	info := d.Info()
 	if !info.ReadOnly || info.Variant != "vmfsSparse" || info.ClusterSize != 8192 || info.Parent == nil || len(info.Warnings) != 0 {
 		t.Fatalf("info %+v", info)
@@ -722,7 +683,7 @@ func TestVMDKSESparse(t *testing.T) {
 	delta := patternDisk(size, 62)
 	zero := map[int]bool{}
 	for g := 0; g < size/4096; g++ {
-		if allZero(delta[g*4096 : (g+1)*4096]) {
+		if isZero(delta[g*4096 : (g+1)*4096]) {
 			zero[g] = g%3 == 0
 		}
 	}
@@ -742,7 +703,7 @@ func TestVMDKSESparse(t *testing.T) {
 	}
 	d := mustOpen(t, p, Options{})
 	vmdkCompare(t, d, want)
-	vmdkCheckMap(t, d, want)
+	checkMap(t, d, want, nil)
 	info := d.Info()
 	if !info.ReadOnly || info.Variant != "seSparse" || info.ClusterSize != 4096 || info.Parent == nil {
 		t.Fatalf("info %+v", info)
@@ -769,14 +730,9 @@ func TestVMDKCorruptVariants(t *testing.T) {
 		{cowd, filepath.Join(dir, "c.vmdk")}, {se, filepath.Join(dir, "s.vmdk")},
 		{filepath.Join(dir, "c.vmdk"), filepath.Join(dir, "c.vmdk")},
 	} {
-		orig, err := os.ReadFile(c.file)
-		if err != nil {
-			t.Fatal(err)
-		}
+		orig := readFile(t, c.file)
 		for i, v := range corruptVariants(orig, int64(len(orig)), 40) {
-			if err := os.WriteFile(c.file, v, 0o644); err != nil {
-				t.Fatal(err)
-			}
+			writeFile(t, c.file, v)
 			d, err := Open(c.open, Options{ReadOnly: true})
 			if err != nil {
 				if !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrUnsupported) && !errors.Is(err, ErrUnknownFormat) && !errors.Is(err, fs.ErrNotExist) {
@@ -791,7 +747,7 @@ func TestVMDKCorruptVariants(t *testing.T) {
 			d.Info()
 			d.Close()
 		}
-		os.WriteFile(c.file, orig, 0o644)
+		writeFile(t, c.file, orig)
 	}
 }
 
@@ -800,10 +756,7 @@ func FuzzVMDK(f *testing.F) {
 	mono, _ := vmdkFixture(f, dir, "mono", "monolithicSparse", 128<<10, 81, "zeroed_grain=on")
 	stream, _ := vmdkFixture(f, dir, "stream", "streamOptimized", 128<<10, 82)
 	for _, p := range []string{mono, stream, filepath.Join(samplesDir, "go-vmdk-parser", "vmdk-streamoptimized.img")} {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			f.Fatal(err)
-		}
+		b := readFile(f, p)
 		f.Add(b)
 	}
 	f.Add([]byte("# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\ncreateType=\"custom\"\nRW 16 ZERO\nRW 8 FLAT \"fuzz.vmdk\" 1 uuid\n"))
@@ -823,20 +776,13 @@ func BenchmarkVMDKSeqRead(b *testing.B)  { vmdkBench(b, false) }
 func BenchmarkVMDKRandRead(b *testing.B) { vmdkBench(b, true) }
 
 func BenchmarkVMDKOpen2TiB(b *testing.B) {
+	var cases []benchOpenCase
 	for _, size := range []string{"2M", "2T"} {
-		b.Run(size, func(b *testing.B) {
-			p := filepath.Join(b.TempDir(), "disk.vmdk")
-			qemuImg(b, "create", "-q", "-f", "vmdk", p, size)
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				d, err := Open(p, Options{ReadOnly: true})
-				if err != nil {
-					b.Fatal(err)
-				}
-				d.Close()
-			}
-		})
+		p := filepath.Join(b.TempDir(), size+".vmdk")
+		qemuImg(b, "create", "-q", "-f", "vmdk", p, size)
+		cases = append(cases, benchOpenCase{size, p})
 	}
+	benchOpens(b, false, cases...)
 }
 
 // TestVMDKSplitBoundaries reads and writes across the 2 GiB extent
@@ -911,10 +857,7 @@ func TestVMDKSplitBoundaries(t *testing.T) {
 func TestVMDKDescriptorBytesAfterNUL(t *testing.T) {
 	dir := t.TempDir()
 	p, _ := vmdkFixture(t, dir, "disk", "monolithicFlat", 1<<20+7*512, 5, "adapter_type=lsilogic")
-	old, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	old := readFile(t, p)
 	text := old
 	if i := bytes.IndexByte(old, 0); i >= 0 {
 		text = old[:i]
@@ -931,9 +874,7 @@ func TestVMDKDescriptorBytesAfterNUL(t *testing.T) {
 	if isZero(file[len(rewritten):]) {
 		t.Fatalf("no old bytes left after the NUL (qemu's CID was 1 digit?)\n%q", file)
 	}
-	if err := os.WriteFile(p, file, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, p, file)
 	want := qemuRaw(t, "vmdk", p)
 	d := mustOpen(t, p, Options{ReadOnly: true})
 	if info := d.Info(); info.Format != "vmdk" || info.Metadata["CID"] != "1" {
