@@ -133,6 +133,14 @@ type Conn struct {
 	proto Protocol
 	// Feature flags negotiated with initRequest/initResponse.
 	flags InitFlags
+	// Largest READ or WRITE payload, and readahead, agreed at INIT.
+	maxIO        uint32
+	maxReadahead uint32
+
+	// Requests are read into bufSize-byte messages, reused through
+	// msgPool. bufSize is set before INIT and may shrink after it.
+	bufSize int
+	msgPool sync.Pool
 }
 
 // MountpointDoesNotExistError is an error returned when the
@@ -165,7 +173,8 @@ func Mount(dir string, options ...MountOption) (*Conn, error) {
 	ready := make(chan struct{})
 	close(ready)
 	c := &Conn{
-		Ready: ready,
+		Ready:   ready,
+		bufSize: maxRequestSize + int(maxUint32(maxWrite, conf.maxIOSize)),
 	}
 	f, err := mount(dir, &conf)
 	if err != nil {
@@ -226,16 +235,48 @@ func initMount(c *Conn, conf *mountConfig) error {
 	c.proto = proto
 
 	c.flags = r.Flags & (InitBigWrites | conf.initFlags)
+	c.maxIO = maxWrite
+	var maxPages uint16
+	pageSize := uint32(syscall.Getpagesize())
+	if n := minUint32(conf.maxIOSize/pageSize, kernelMaxPages()); n*pageSize > maxWrite &&
+		r.Flags&InitMaxPages != 0 && r.Kernel.GE(Protocol{7, 28}) {
+		// Only here does the reply name a newer protocol than 7.17: the
+		// kernel requests the library parses are the same up to 7.28,
+		// and new request types it may send (LSEEK, COPY_FILE_RANGE,
+		// RENAME2 with flags) are answered ENOSYS and fall back.
+		proto = Protocol{7, 28}
+		c.proto = proto
+		c.flags |= InitMaxPages
+		c.maxIO = n * pageSize
+		maxPages = uint16(n)
+	}
+	c.maxReadahead = minUint32(conf.maxReadahead, r.MaxReadahead)
+	c.bufSize = maxRequestSize + int(c.maxIO)
 	s := &initResponse{
 		Library:             proto,
 		MaxReadahead:        conf.maxReadahead,
 		Flags:               c.flags,
 		MaxBackground:       conf.maxBackground,
 		CongestionThreshold: conf.congestionThreshold,
-		MaxWrite:            maxWrite,
+		MaxWrite:            c.maxIO,
+		MaxPages:            maxPages,
 	}
 	r.Respond(s)
 	return nil
+}
+
+func minUint32(a, b uint32) uint32 {
+	if a < b {
+		return a
+	}
+	return b
+}
+
+func maxUint32(a, b uint32) uint32 {
+	if a > b {
+		return a
+	}
+	return b
 }
 
 // A Request represents a single FUSE request received from the kernel.
@@ -421,37 +462,29 @@ func (h *Header) RespondError(err error) {
 // All requests read from the kernel, without data, are shorter than
 // this.
 var maxRequestSize = syscall.Getpagesize()
-var bufSize = maxRequestSize + maxWrite
 
-// reqPool is a pool of messages.
-//
 // Lifetime of a logical message is from getMessage to putMessage.
 // getMessage is called by ReadRequest. putMessage is called by
 // Conn.ReadRequest, Request.Respond, or Request.RespondError.
 //
-// Messages in the pool are guaranteed to have conn and off zeroed,
-// buf allocated and len==bufSize, and hdr set.
-var reqPool = sync.Pool{
-	New: allocMessage,
-}
-
-func allocMessage() interface{} {
-	m := &message{buf: make([]byte, bufSize)}
-	m.hdr = (*inHeader)(unsafe.Pointer(&m.buf[0]))
-	return m
-}
-
+// Messages in a Conn's msgPool have off zeroed, buf allocated with
+// len==cap, and hdr set.
 func getMessage(c *Conn) *message {
-	m := reqPool.Get().(*message)
+	m, _ := c.msgPool.Get().(*message)
+	if m == nil || len(m.buf) < c.bufSize {
+		m = &message{buf: make([]byte, c.bufSize)}
+		m.hdr = (*inHeader)(unsafe.Pointer(&m.buf[0]))
+	}
 	m.conn = c
 	return m
 }
 
 func putMessage(m *message) {
-	m.buf = m.buf[:bufSize]
+	c := m.conn
+	m.buf = m.buf[:cap(m.buf)]
 	m.conn = nil
 	m.off = 0
-	reqPool.Put(m)
+	c.msgPool.Put(m)
 }
 
 // a message represents the bytes of a single FUSE message
@@ -560,6 +593,19 @@ func (c *Conn) fd() int {
 
 func (c *Conn) Protocol() Protocol {
 	return c.proto
+}
+
+// MaxIOSize reports the largest READ or WRITE request, in bytes, the
+// kernel sends on this connection, as agreed at INIT (see the MaxIOSize
+// mount option).
+func (c *Conn) MaxIOSize() int {
+	return int(c.maxIO)
+}
+
+// MaxReadahead reports the readahead, in bytes, agreed at INIT: the
+// smaller of the kernel's offer and the MaxReadahead mount option.
+func (c *Conn) MaxReadahead() uint32 {
+	return c.maxReadahead
 }
 
 // Features reports the feature flags negotiated between the kernel and
@@ -1389,16 +1435,23 @@ type initResponse struct {
 	// Maximum size of a single write operation.
 	// Linux enforces a minimum of 4 KiB.
 	MaxWrite uint32
+	// Maximum pages in one READ or WRITE request, with InitMaxPages.
+	MaxPages uint16
 }
 
 func (r *initResponse) String() string {
-	return fmt.Sprintf("Init %v ra=%d fl=%v maxbg=%d cg=%d w=%d", r.Library, r.MaxReadahead, r.Flags, r.MaxBackground, r.CongestionThreshold, r.MaxWrite)
+	return fmt.Sprintf("Init %v ra=%d fl=%v maxbg=%d cg=%d w=%d pages=%d", r.Library, r.MaxReadahead, r.Flags, r.MaxBackground, r.CongestionThreshold, r.MaxWrite, r.MaxPages)
 }
 
 // Respond replies to the request with the given response.
 func (r *initRequest) Respond(resp *initResponse) {
+	size := unsafe.Sizeof(initOut{})
+	if resp.Library.LT(Protocol{7, 23}) {
+		size = initOutCompatSize
+	}
 	buf := newBuffer(unsafe.Sizeof(initOut{}))
 	out := (*initOut)(buf.alloc(unsafe.Sizeof(initOut{})))
+	buf = buf[:unsafe.Sizeof(outHeader{})+size]
 	out.Major = resp.Library.Major
 	out.Minor = resp.Library.Minor
 	out.MaxReadahead = resp.MaxReadahead
@@ -1406,11 +1459,12 @@ func (r *initRequest) Respond(resp *initResponse) {
 	out.MaxBackground = resp.MaxBackground
 	out.CongestionThreshold = resp.CongestionThreshold
 	out.MaxWrite = resp.MaxWrite
+	out.MaxPages = resp.MaxPages
 
 	// MaxWrite larger than our receive buffer would just lead to
 	// errors on large writes.
-	if out.MaxWrite > maxWrite {
-		out.MaxWrite = maxWrite
+	if limit := uint32(r.Conn.bufSize - maxRequestSize); out.MaxWrite > limit {
+		out.MaxWrite = limit
 	}
 	r.respond(buf)
 }

@@ -292,6 +292,9 @@ const (
 	InitAsyncDIO        InitFlags = 1 << 15
 	InitWritebackCache  InitFlags = 1 << 16
 	InitNoOpenSupport   InitFlags = 1 << 17
+	// The INIT reply sets MaxPages: READ and WRITE requests may carry
+	// more than 32 pages (protocol 7.28, Linux 4.20).
+	InitMaxPages InitFlags = 1 << 22
 
 	// Deprecated: Not used, OS X remnant.
 	InitCaseSensitive InitFlags = 1 << 29
@@ -325,6 +328,7 @@ var initFlagNames = []flagName{
 	{uint32(InitAsyncDIO), "InitAsyncDIO"},
 	{uint32(InitWritebackCache), "InitWritebackCache"},
 	{uint32(InitNoOpenSupport), "InitNoOpenSupport"},
+	{uint32(InitMaxPages), "InitMaxPages"},
 }
 
 func (fl InitFlags) String() string {
@@ -752,7 +756,16 @@ type initOut struct {
 	MaxBackground       uint16
 	CongestionThreshold uint16
 	MaxWrite            uint32
+	// Protocol 7.23 and later.
+	TimeGran     uint32
+	MaxPages     uint16 // 7.28
+	MapAlignment uint16
+	Flags2       uint32
+	_            [7]uint32
 }
+
+// initOutCompatSize is the size of initOut before protocol 7.23.
+const initOutCompatSize = 24
 
 type interruptIn struct {
 	Unique uint64
