@@ -1228,6 +1228,38 @@ func (c *Conn) respond(msg []byte) {
 	}
 }
 
+// respondv sends the reply header hdr followed by data with one
+// writev(2), so that data need not be copied after the header.
+func (c *Conn) respondv(hdr, data []byte) {
+	if len(data) == 0 {
+		c.respond(hdr)
+		return
+	}
+	out := (*outHeader)(unsafe.Pointer(&hdr[0]))
+	n := len(hdr) + len(data)
+	out.Len = uint32(n)
+	var iov [2]syscall.Iovec
+	iov[0].Base, iov[1].Base = &hdr[0], &data[0]
+	iov[0].SetLen(len(hdr))
+	iov[1].SetLen(len(data))
+
+	c.wio.RLock()
+	nn, _, errno := syscall.Syscall(syscall.SYS_WRITEV, uintptr(c.fd()), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+	c.wio.RUnlock()
+	if errno != 0 {
+		Debug(bugKernelWriteError{
+			Error: errno.Error(),
+			Stack: stack(),
+		})
+	} else if int(nn) != n {
+		Debug(bugShortKernelWrite{
+			Written: int64(nn),
+			Length:  int64(n),
+			Stack:   stack(),
+		})
+	}
+}
+
 type notCachedError struct{}
 
 func (notCachedError) Error() string {
@@ -1982,9 +2014,39 @@ func (r *ReadRequest) String() string {
 
 // Respond replies to the request with the given response.
 func (r *ReadRequest) Respond(resp *ReadResponse) {
-	buf := newBuffer(uintptr(len(resp.Data)))
-	buf = append(buf, resp.Data...)
-	r.respond(buf)
+	m := r.msg
+	hdrSize := int(unsafe.Sizeof(outHeader{}))
+	if m == nil || cap(m.buf) < hdrSize {
+		buf := newBuffer(uintptr(len(resp.Data)))
+		buf = append(buf, resp.Data...)
+		r.respond(buf)
+		return
+	}
+	// The request's own message is no longer needed: its first bytes
+	// hold the reply header. Data from DataBuffer follows it there, and
+	// the reply is one write; other data goes out with it in one writev.
+	// Either way the data is not copied into a new message.
+	buf := m.buf[:hdrSize]
+	*(*outHeader)(unsafe.Pointer(&buf[0])) = outHeader{Unique: uint64(r.ID)}
+	if n := len(resp.Data); n > 0 && hdrSize+n <= cap(m.buf) && &resp.Data[0] == &m.buf[:hdrSize+1][hdrSize] {
+		r.Conn.respond(m.buf[:hdrSize+n])
+	} else {
+		r.Conn.respondv(buf, resp.Data)
+	}
+	putMessage(m)
+}
+
+// DataBuffer returns an empty slice with room for r.Size bytes, to read
+// the data of the reply into and pass as (a prefix of) ReadResponse.Data:
+// Respond then sends it without copying it. The memory is reused for
+// later requests once Respond or RespondError returns; its initial
+// contents are undefined.
+func (r *ReadRequest) DataBuffer() []byte {
+	hdrSize := int(unsafe.Sizeof(outHeader{}))
+	if m := r.msg; m != nil && r.Size >= 0 && hdrSize+r.Size <= cap(m.buf) {
+		return m.buf[hdrSize:hdrSize:(hdrSize + r.Size)]
+	}
+	return make([]byte, 0, r.Size)
 }
 
 // A ReadResponse is the response to a ReadRequest.
