@@ -418,6 +418,22 @@ type Config struct {
 	//
 	// Must not retain req.
 	WithContext func(ctx context.Context, req fuse.Request) context.Context
+
+	// ServeInline, if set, is asked for each request whether the
+	// goroutine that read it from the kernel serves it too, instead of
+	// starting a goroutine for it. Serving in place saves a goroutine
+	// and a thread wake-up per request. Return true only for requests
+	// whose handlers never wait for another request of this mount to be
+	// answered (an Open that waits for a Release, say): while a handler
+	// runs inline, its goroutine reads nothing. With ServeInline set,
+	// Readers goroutines read requests at once.
+	//
+	// Must not retain req.
+	ServeInline func(req fuse.Request) bool
+
+	// Readers is how many goroutines read requests at once when
+	// ServeInline is set. Zero means GOMAXPROCS, at least 2.
+	Readers int
 }
 
 // New returns a new FUSE server ready to serve this kernel FUSE
@@ -435,6 +451,14 @@ func New(conn *fuse.Conn, config *Config) *Server {
 	if config != nil {
 		s.debug = config.Debug
 		s.context = config.WithContext
+		s.inline = config.ServeInline
+		s.readers = config.Readers
+	}
+	if s.readers <= 0 {
+		s.readers = runtime.GOMAXPROCS(0)
+		if s.readers < 2 {
+			s.readers = 2
+		}
 	}
 	if s.debug == nil {
 		s.debug = fuse.Debug
@@ -447,6 +471,8 @@ type Server struct {
 	conn    *fuse.Conn
 	debug   func(msg interface{})
 	context func(ctx context.Context, req fuse.Request) context.Context
+	inline  func(req fuse.Request) bool
+	readers int
 
 	// set once at Serve time
 	fs           FS
@@ -497,22 +523,45 @@ func (s *Server) Serve(fs FS) error {
 	})
 	s.handle = append(s.handle, nil)
 
+	if s.inline == nil {
+		return s.readLoop()
+	}
+	// Each reader sees io.EOF once the file system is unmounted.
+	errc := make(chan error, s.readers)
+	for i := 0; i < s.readers; i++ {
+		go func() { errc <- s.readLoop() }()
+	}
+	for i := 0; i < s.readers; i++ {
+		if err := <-errc; err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readLoop reads requests until the connection ends, serving each on a
+// goroutine of its own or, as ServeInline decides, in place.
+func (s *Server) readLoop() error {
 	for {
 		req, err := s.conn.ReadRequest()
 		if err != nil {
 			if err == io.EOF {
-				break
+				return nil
 			}
 			return err
 		}
 
 		s.wg.Add(1)
+		if s.inline != nil && s.inline(req) {
+			s.serve(req)
+			s.wg.Done()
+			continue
+		}
 		go func() {
 			defer s.wg.Done()
 			s.serve(req)
 		}()
 	}
-	return nil
 }
 
 // Serve serves a FUSE connection with the default settings. See
