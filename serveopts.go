@@ -25,3 +25,22 @@ func logNegotiated(conn *fuse.Conn, raErr error) {
 	log.Printf("FUSE protocol %v: requests up to %d KiB, readahead %d KiB at INIT, %s",
 		conn.Protocol(), conn.MaxIOSize()>>10, conn.MaxReadahead()>>10, ra)
 }
+
+// serveInline picks the requests answered on the goroutine that read
+// them from /dev/fuse: those whose handlers never wait for another
+// request of this mount. Reads, stats, lookups, xattrs and a reader's
+// close only touch the tree and the images. Everything else keeps a
+// goroutine of its own: an open may wait for a release (releaseWait),
+// a symlink attaches and invalidates, readlink waits for that
+// invalidation, a writer's release reopens the image, an interrupt
+// must not wait behind the request it cancels.
+func serveInline(r fuse.Request) bool {
+	switch r := r.(type) {
+	case *fuse.ReadRequest, *fuse.GetattrRequest, *fuse.LookupRequest, *fuse.FlushRequest,
+		*fuse.GetxattrRequest, *fuse.ListxattrRequest, *fuse.StatfsRequest, *fuse.ForgetRequest:
+		return true
+	case *fuse.ReleaseRequest:
+		return r.Flags.IsReadOnly()
+	}
+	return false
+}
