@@ -372,7 +372,7 @@ func serve(cfg *mountConfig, notify *os.File) error {
 		log.Printf("readahead stays at the kernel's default: %v", raErr)
 	}
 
-	config := fusefs.Config{ServeInline: serveInline}
+	config := fusefs.Config{ServeInline: serveInline, Readers: serveReaders}
 	if cfg.debug {
 		config.Debug = func(msg any) { log.Print(msg) }
 		logNegotiated(conn, raErr)

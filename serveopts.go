@@ -15,6 +15,14 @@ const (
 	readaheadSize = 1 << 20
 )
 
+// serveReaders goroutines read /dev/fuse at once. Reads are served by
+// the goroutine that read them, so this bounds the reads decoded at once
+// (compressed formats) or waiting for the disk. Paired runs on 2 CPUs, 8
+// against 2: sequential E01 1.26x, qcow2 1.35x, random 4 KiB the same;
+// each idle reader costs a thread blocked in read(2) and, once used, a
+// 1 MiB request buffer.
+const serveReaders = 8
+
 // logNegotiated says, with -d, what the kernel agreed to at INIT and
 // what the mount's readahead is now.
 func logNegotiated(conn *fuse.Conn, raErr error) {
