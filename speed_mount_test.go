@@ -97,7 +97,7 @@ func TestMountStress(t *testing.T) {
 	cImg, cData := randomImage(t, "c.raw", 1<<20, 4)
 	m := startMount(t)
 	readers := map[string][]byte{
-		m.attach(t, rawImg, "raw"):  rawData,
+		m.attach(t, rawImg, "raw"): rawData,
 		m.attach(t, qcow, "qcow2"): rawData,
 	}
 	wPath := m.attach(t, wImg, "w")
