@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"runtime"
 	"sync"
 	"syscall"
 	"testing"
@@ -105,4 +106,44 @@ func TestServeInlineLargeReads(t *testing.T) {
 		t.Errorf("largest Read request %d bytes with MaxIOSize %d granted", largest, max)
 	}
 	t.Logf("MaxIOSize %d, largest Read %d, %d reads inline", mnt.Conn.MaxIOSize(), largest, n)
+}
+
+// A read served through DataBuffer allocates no buffer for its data: the
+// bytes allocated per 1 MiB read stay far below its size.
+func TestServeReadNoBufferAlloc(t *testing.T) {
+	f := &bigFile{content: make([]byte, 8<<20)}
+	conf := &fs.Config{
+		Debug:       func(interface{}) {}, // the test logger allocates
+		ServeInline: func(r fuse.Request) bool { _, ok := r.(*fuse.ReadRequest); return ok },
+		Readers:     2,
+	}
+	mnt, err := fstestutil.MountedT(t, fstestutil.SimpleFS{&fstestutil.ChildMap{"child": f}}, conf, fuse.MaxIOSize(1<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mnt.Close()
+	file, err := os.OpenFile(mnt.Dir+"/child", os.O_RDONLY|syscall.O_DIRECT, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer file.Close()
+	buf := make([]byte, 1<<20+4096)
+	buf = buf[4096-int(uintptr(unsafe.Pointer(&buf[0]))%4096):][:1<<20]
+	const n = 200
+	for i := 0; i < 20; i++ { // fill the buffer pools
+		file.ReadAt(buf, 0)
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for i := 0; i < n; i++ {
+		if _, err := file.ReadAt(buf, int64(i%8)<<20); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	perRead := (after.TotalAlloc - before.TotalAlloc) / n
+	t.Logf("%d bytes in %.1f allocations per read of %d bytes", perRead, float64(after.Mallocs-before.Mallocs)/n, len(buf))
+	if perRead > 16<<10 {
+		t.Fatalf("%d bytes allocated per 1 MiB read", perRead)
+	}
 }
