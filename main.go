@@ -367,15 +367,14 @@ func serve(cfg *mountConfig, notify *os.File) error {
 		return fmt.Errorf("mounting %s: %w", cfg.mountpoint, err)
 	}
 	defer conn.Close()
-	raErr := raiseReadahead(cfg.mountpoint, readaheadSize>>10)
-	if raErr != nil {
-		log.Printf("readahead stays at the kernel's default: %v", raErr)
+	if err := raiseReadahead(cfg.mountpoint, readaheadSize>>10); err != nil {
+		log.Printf("readahead stays at the kernel's default: %v", err)
 	}
 
 	config := fusefs.Config{ServeInline: serveInline, Readers: serveReaders}
 	if cfg.debug {
 		config.Debug = func(msg any) { log.Print(msg) }
-		logNegotiated(conn, raErr)
+		logNegotiated(conn, cfg.mountpoint)
 	}
 	fsys.server = fusefs.New(conn, &config)
 	log.Printf("mounted %s", cfg.mountpoint)

@@ -25,13 +25,9 @@ const serveReaders = 8
 
 // logNegotiated says, with -d, what the kernel agreed to at INIT and
 // what the mount's readahead is now.
-func logNegotiated(conn *fuse.Conn, raErr error) {
-	ra := "raised to 1024 KiB for the mount"
-	if raErr != nil {
-		ra = "not raised: " + raErr.Error()
-	}
-	log.Printf("FUSE protocol %v: requests up to %d KiB, readahead %d KiB at INIT, %s",
-		conn.Protocol(), conn.MaxIOSize()>>10, conn.MaxReadahead()>>10, ra)
+func logNegotiated(conn *fuse.Conn, mountpoint string) {
+	log.Printf("FUSE protocol %v: requests up to %d KiB, readahead %d KiB at INIT, now %s",
+		conn.Protocol(), conn.MaxIOSize()>>10, conn.MaxReadahead()>>10, mountReadahead(mountpoint))
 }
 
 // serveInline picks the requests answered on the goroutine that read
