@@ -16,3 +16,5 @@ require (
 	github.com/xrash/smetrics v0.0.0-20240521201337-686a1a2994c1 // indirect
 	golang.org/x/sys v0.0.0-20191210023423-ac6580df4449 // indirect
 )
+
+replace bazil.org/fuse => ./third_party/bazil.org/fuse

@@ -289,7 +289,8 @@ func serve(cfg *mountConfig, notify *os.File) error {
 	opts := []fuse.MountOption{
 		fuse.FSName("vdflat"),
 		fuse.Subtype("vdflat"),
-		fuse.MaxReadahead(128 << 10), // the default gives 4 KiB requests
+		fuse.MaxReadahead(readaheadSize), // the default gives 4 KiB requests
+		fuse.MaxIOSize(maxIOSize),
 		fuse.AsyncRead(),
 	}
 	if cfg.allowOther {
@@ -306,13 +307,14 @@ func serve(cfg *mountConfig, notify *os.File) error {
 		return fmt.Errorf("mounting %s: %w", cfg.mountpoint, err)
 	}
 	defer conn.Close()
-	if err := raiseReadahead(cfg.mountpoint, 1024); err != nil {
+	if err := raiseReadahead(cfg.mountpoint, readaheadSize>>10); err != nil {
 		log.Printf("readahead stays at the kernel's default: %v", err)
 	}
 
-	var config fusefs.Config
+	config := fusefs.Config{ServeInline: serveInline, Readers: serveReaders}
 	if cfg.debug {
 		config.Debug = func(msg any) { log.Print(msg) }
+		logNegotiated(conn, cfg.mountpoint)
 	}
 	fsys.server = fusefs.New(conn, &config)
 	log.Printf("mounted %s", cfg.mountpoint)

@@ -31,3 +31,5 @@ func raiseReadahead(mountpoint string, kib int) error { return nil }
 
 // mountDev is unknown on FreeBSD: only the mount point's path guards it.
 func mountDev(mountpoint string) (uint64, bool) { return 0, false }
+
+func mountReadahead(mountpoint string) string { return "as fusefs decides" }

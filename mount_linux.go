@@ -74,6 +74,20 @@ func raiseReadahead(mountpoint string, kib int) error {
 	return os.WriteFile("/sys/class/bdi/"+dev+"/read_ahead_kb", []byte(strconv.Itoa(kib)), 0)
 }
 
+// mountReadahead describes the readahead of the mount's files, as the
+// kernel has it now.
+func mountReadahead(mountpoint string) string {
+	dev, err := mountDevice(mountpoint)
+	if err != nil {
+		return fmt.Sprintf("unknown (%v)", err)
+	}
+	b, err := os.ReadFile("/sys/class/bdi/" + dev + "/read_ahead_kb")
+	if err != nil {
+		return fmt.Sprintf("unknown (%v)", err)
+	}
+	return strings.TrimSpace(string(b)) + " KiB (read_ahead_kb of bdi " + dev + ")"
+}
+
 // mountDevice returns the "major:minor" of the FUSE mount at mountpoint
 // (the topmost, if mounts are stacked) from the mountinfo file: a stat
 // of the mount point would ask this daemon, which is not serving yet.

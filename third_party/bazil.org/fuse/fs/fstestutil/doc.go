@@ -1,0 +1,1 @@
+package fstestutil // import "bazil.org/fuse/fs/fstestutil"
