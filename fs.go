@@ -573,7 +573,8 @@ func (h *fileHandle) Read(ctx context.Context, req *fuse.ReadRequest, resp *fuse
 	if req.Offset >= h.size {
 		return nil
 	}
-	// The server allocated resp.Data with capacity req.Size: read into it.
+	// resp.Data is room for req.Size bytes inside the request's own buffer
+	// (ReadRequest.DataBuffer): read into it, so the reply needs no copy.
 	buf := resp.Data[:min(int64(req.Size), h.size-req.Offset)]
 	n, err := h.f.img.ReadAt(buf, h.start+req.Offset)
 	if err != nil {
@@ -584,10 +585,11 @@ func (h *fileHandle) Read(ctx context.Context, req *fuse.ReadRequest, resp *fuse
 }
 
 // readFailed logs and maps a read error. The read path keeps such cold
-// code in functions of its own, and its frames small: bazil serves each
-// request on a new goroutine whose stack starts at 2 KiB, and a read that
-// fits in 4 KiB is spared a second stack copy (random 4 KiB reads of
-// qcow2, pinned: 1.2x; bench/RESULTS.md).
+// code in functions of its own, and its frames small: a request served on
+// a goroutine of its own starts with a 2 KiB stack, and a read that fits
+// in 4 KiB is spared a second stack copy (random 4 KiB reads of qcow2,
+// pinned: 1.2x; bench/RESULTS.md). Reads served inline run on the
+// long-lived reader goroutines, whose stacks have grown already.
 func (h *fileHandle) readFailed(err error) error {
 	log.Printf("%s: %v", h.f.img.path, err)
 	return toErrno(err)
