@@ -112,13 +112,17 @@ func (d *aff4Image) loadMap(v *aff4Volume, iri string, opt Options) (*aff4Map, e
 	if err := m.parse(idx, raw); err != nil {
 		return nil, corruptf("aff4", v.path, -1, "map %s: %v", iri, err)
 	}
+	used := make([]bool, len(m.targets))
+	for _, e := range m.entries {
+		used[e.target] = true
+	}
 	for i := range m.targets {
 		t := &m.targets[i]
 		if sym, ok := aff4SymbolicOK(t.iri); ok {
 			*t = sym
 			continue
 		}
-		if !m.used(int32(i)) {
+		if !used[i] {
 			continue
 		}
 		if t.stream, err = d.stream(t.iri, opt); err != nil {
@@ -168,15 +172,6 @@ func (m *aff4Map) parse(idx, raw []byte) error {
 		}
 	}
 	return nil
-}
-
-func (m *aff4Map) used(t int32) bool {
-	for _, e := range m.entries {
-		if e.target == t {
-			return true
-		}
-	}
-	return false
 }
 
 // at returns what the image reads at off and for how many bytes (at most
