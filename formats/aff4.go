@@ -465,8 +465,11 @@ var aff4MetaSkip = map[string]bool{"hash": true, "size": true, "stored": true, "
 
 func (d *aff4Image) buildInfo(warnings []string) Info {
 	meta := map[string]string{}
+	// Several notes of one kind (CaseNotes) join under one key.
 	put := func(k, v string) {
-		if _, dup := meta[k]; !dup && len(meta) < aff4MaxMetaCount && len(v) <= aff4MaxMetaValue {
+		if old, dup := meta[k]; dup && old != v && len(old)+len(v) < aff4MaxMetaValue {
+			meta[k] = old + "; " + v
+		} else if !dup && len(meta) < aff4MaxMetaCount && len(v) <= aff4MaxMetaValue {
 			meta[k] = v
 		}
 	}

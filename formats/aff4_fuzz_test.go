@@ -4,6 +4,7 @@ import (
 	"archive/zip"
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"io"
 	"math"
 	"path/filepath"
@@ -162,4 +163,99 @@ func TestAFF4MapErrors(t *testing.T) {
 			t.Errorf("%s: parsed, want an error", name)
 		}
 	}
+}
+
+// aff4Tiny builds a small volume: a 4-chunk stored image stream in two
+// bevies, mapped with a hole, a zero range and an unknown range. It seeds
+// the open fuzzer and the crafted-volume tests.
+func aff4Tiny(t testing.TB) []byte {
+	const vol, img, mp, st = "aff4://v0", "aff4://i0", "aff4://m0", "aff4://s0"
+	turtle := `@prefix aff4: <http://aff4.org/Schema#> .
+@prefix xsd: <http://www.w3.org/2001/XMLSchema#> .
+<` + img + `> a aff4:Image, aff4:DiskImage ; aff4:dataStream <` + mp + `> ; aff4:size "65536"^^xsd:long .
+<` + mp + `> a aff4:Map ; aff4:size "65536"^^xsd:long ; aff4:stored <` + vol + `> .
+<` + st + `> a aff4:ImageStream ; aff4:size "16384"^^xsd:long ; aff4:chunkSize "4096"^^xsd:int ;
+	aff4:chunksInSegment "2"^^xsd:int ; aff4:stored <` + vol + `> .
+`
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	add := func(name string, b []byte) {
+		w, err := zw.CreateHeader(&zip.FileHeader{Name: name, Method: zip.Store})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write(b)
+	}
+	add("container.description", []byte(vol))
+	data := patternDisk(16384, 7)
+	for b := 0; b < 2; b++ {
+		var idx bytes.Buffer
+		for c := 0; c < 2; c++ {
+			binary.Write(&idx, binary.LittleEndian, uint64(c*4096))
+			binary.Write(&idx, binary.LittleEndian, uint32(4096))
+		}
+		seg := "aff4%3A%2F%2Fs0/0000000" + string(rune('0'+b))
+		add(seg, data[b*8192:(b+1)*8192])
+		add(seg+".index", idx.Bytes())
+	}
+	var m bytes.Buffer
+	for _, e := range [][4]uint64{{0, 8192, 0, 0}, {16384, 8192, 8192, 0}, {32768, 4096, 0, 1}, {40960, 4096, 0, 2}} {
+		binary.Write(&m, binary.LittleEndian, e[:3])
+		binary.Write(&m, binary.LittleEndian, uint32(e[3]))
+	}
+	add("aff4%3A%2F%2Fm0/map", m.Bytes())
+	add("aff4%3A%2F%2Fm0/idx", []byte(st+"\n"+aff4NS+"Zero\n"+aff4NS+"UnknownData\n"))
+	add("information.turtle", []byte(turtle))
+	zw.SetComment(vol)
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// TestAFF4Tiny reads the small volume: mapped ranges from the stream,
+// the hole and aff4:Zero as zeros, aff4:UnknownData as "UNKNOWN".
+func TestAFF4Tiny(t *testing.T) {
+	p := writeTemp(t, "tiny.aff4", aff4Tiny(t))
+	if name, err := Detect(p); err != nil || name != "aff4" {
+		t.Fatalf("detected %q, %v: want aff4", name, err)
+	}
+	d := mustOpen(t, p, Options{ReadOnly: true})
+	data := patternDisk(16384, 7)
+	want := make([]byte, 65536)
+	copy(want, data[:8192])
+	copy(want[16384:], data[8192:])
+	for i := 40960; i < 45056; i++ {
+		want[i] = "UNKNOWN"[(i-40960)%7] // from the target offset, 0
+	}
+	checkDisk(t, d, want)
+	if _, err := d.WriteAt(make([]byte, 512), 0); !errors.Is(err, ErrReadOnly) {
+		t.Fatalf("WriteAt: %v, want ErrReadOnly", err)
+	}
+	if alloc, n, err := d.(Mapper).Map(8192, 65536); err != nil || alloc || n != 8192 {
+		t.Fatalf("Map(8192) = %v %d %v, want a hole of 8192", alloc, n, err)
+	}
+}
+
+// TestAFF4TinyCrafted: damaged copies of the small volume open with an
+// error or read, never panic; a plain ZIP is not AFF4.
+func TestAFF4TinyCrafted(t *testing.T) {
+	for i, b := range corruptVariants(aff4Tiny(t), 5, 300) {
+		fuzzOpen(t, "v"+string(rune('a'+i%26))+".aff4", b)
+	}
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	w, _ := zw.Create("readme.txt")
+	w.Write([]byte("hello"))
+	zw.Close()
+	if name, err := Detect(writeTemp(t, "plain.zip", buf.Bytes())); name == "aff4" {
+		t.Fatalf("a plain ZIP detected as aff4 (%v)", err)
+	}
+}
+
+func FuzzAFF4(f *testing.F) {
+	f.Add(aff4Tiny(f))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fuzzOpen(t, "fuzz.aff4", data)
+	})
 }
