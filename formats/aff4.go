@@ -283,8 +283,18 @@ func (g aff4Graph) int(s, p string) (int64, bool, error) {
 	return n, true, nil
 }
 
+// intOr reads an integer literal, def when absent.
+func (g aff4Graph) intOr(s, p string, def int64) (int64, error) {
+	n, ok, err := g.int(s, p)
+	if !ok {
+		return def, nil
+	}
+	return n, err
+}
+
 // aff4Image is an opened AFF4 image: its volumes, streams and map.
 type aff4Image struct {
+	readOnlyDisk
 	path     string
 	volumes  []*aff4Volume
 	imageIRI string
@@ -576,23 +586,12 @@ func (d *aff4Image) Map(off, length int64) (bool, int64, error) {
 	return !t.zero(), n, nil
 }
 
-func (d *aff4Image) WriteAt(p []byte, off int64) (int, error) {
-	if err := checkIO(p, off); err != nil {
-		return 0, err
-	}
-	return 0, ErrReadOnly
-}
-
-func (d *aff4Image) Flush() error { return nil }
-
 func (d *aff4Image) Close() error {
-	var err error
-	for _, v := range d.volumes {
-		if cerr := v.f.Close(); err == nil {
-			err = cerr
-		}
+	files := make([]*os.File, len(d.volumes))
+	for i, v := range d.volumes {
+		files[i] = v.f
 	}
-	return err
+	return closeFiles(files)
 }
 
 func (d *aff4Image) Info() Info { return d.info.clone() }

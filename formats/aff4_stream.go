@@ -93,7 +93,7 @@ type aff4Stream struct {
 
 func newAff4Stream(v *aff4Volume, iri string) (*aff4Stream, error) {
 	g := v.graph
-	s := &aff4Stream{iri: iri, vol: v, base: v.segmentName(iri), chunkSize: 32 << 10, perSeg: 1024}
+	s := &aff4Stream{iri: iri, vol: v, base: v.segmentName(iri)}
 	bad := func(err error) error { return corruptf("aff4", v.path, -1, "image stream: %v", err) }
 	n, ok, err := g.int(iri, aff4NS+"size")
 	if err != nil {
@@ -103,18 +103,15 @@ func newAff4Stream(v *aff4Volume, iri string) (*aff4Stream, error) {
 		return nil, corruptf("aff4", v.path, -1, "image stream %s has no aff4:size", iri)
 	}
 	s.size = n
-	if n, ok, err := g.int(iri, aff4NS+"chunkSize"); err != nil {
+	// Without these properties, the defaults of c-aff4 and pyaff4.
+	if s.chunkSize, err = g.intOr(iri, aff4NS+"chunkSize", 32<<10); err != nil {
 		return nil, bad(err)
-	} else if ok {
-		s.chunkSize = n
+	}
+	if s.perSeg, err = g.intOr(iri, aff4NS+"chunksInSegment", 1024); err != nil {
+		return nil, bad(err)
 	}
 	if s.chunkSize < 1 || s.chunkSize > aff4MaxChunkSize {
 		return nil, unsupportedf("aff4", v.path, "image stream %s: chunk size %d", iri, s.chunkSize)
-	}
-	if n, ok, err := g.int(iri, aff4NS+"chunksInSegment"); err != nil {
-		return nil, bad(err)
-	} else if ok {
-		s.perSeg = n
 	}
 	if s.perSeg < 1 || s.perSeg > aff4MaxPerSegment {
 		return nil, unsupportedf("aff4", v.path, "image stream %s: %d chunks per bevy", iri, s.perSeg)
