@@ -168,11 +168,19 @@ func TestAFF4MapErrors(t *testing.T) {
 // aff4Tiny builds a small volume: a 4-chunk stored image stream in two
 // bevies, mapped with a hole, a zero range and an unknown range. It seeds
 // the open fuzzer and the crafted-volume tests.
-func aff4Tiny(t testing.TB) []byte {
+func aff4Tiny(t testing.TB) []byte { return aff4TinyVolume(t, "aff4://m0") }
+
+// aff4TinyVolume is aff4Tiny with the image's data stream named: the map
+// aff4://m0, or the image stream aff4://s0 itself.
+func aff4TinyVolume(t testing.TB, dataStream string) []byte {
 	const vol, img, mp, st = "aff4://v0", "aff4://i0", "aff4://m0", "aff4://s0"
+	size := "65536"
+	if dataStream == st {
+		size = "16384"
+	}
 	turtle := `@prefix aff4: <http://aff4.org/Schema#> .
 @prefix xsd: <http://www.w3.org/2001/XMLSchema#> .
-<` + img + `> a aff4:Image, aff4:DiskImage ; aff4:dataStream <` + mp + `> ; aff4:size "65536"^^xsd:long .
+<` + img + `> a aff4:Image, aff4:DiskImage ; aff4:dataStream <` + dataStream + `> ; aff4:size "` + size + `"^^xsd:long .
 <` + mp + `> a aff4:Map ; aff4:size "65536"^^xsd:long ; aff4:stored <` + vol + `> .
 <` + st + `> a aff4:ImageStream ; aff4:size "16384"^^xsd:long ; aff4:chunkSize "4096"^^xsd:int ;
 	aff4:chunksInSegment "2"^^xsd:int ; aff4:stored <` + vol + `> .
@@ -237,6 +245,16 @@ func TestAFF4Tiny(t *testing.T) {
 	}
 }
 
+// TestAFF4TinyImageStream: an image whose data stream is an image
+// stream, without a map, reads the stream.
+func TestAFF4TinyImageStream(t *testing.T) {
+	d := mustOpen(t, writeTemp(t, "direct.aff4", aff4TinyVolume(t, "aff4://s0")), Options{ReadOnly: true})
+	checkDisk(t, d, patternDisk(16384, 7))
+	if v := d.Info().Variant; v != "image stream" {
+		t.Fatalf("variant %q, want image stream", v)
+	}
+}
+
 // TestAFF4TinyCrafted: damaged copies of the small volume open with an
 // error or read, never panic; a plain ZIP is not AFF4.
 func TestAFF4TinyCrafted(t *testing.T) {
@@ -255,6 +273,7 @@ func TestAFF4TinyCrafted(t *testing.T) {
 
 func FuzzAFF4(f *testing.F) {
 	f.Add(aff4Tiny(f))
+	f.Add(aff4TinyVolume(f, "aff4://s0"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fuzzOpen(t, "fuzz.aff4", data)
 	})
