@@ -583,8 +583,23 @@ func (d *aff4Image) Map(off, length int64) (bool, int64, error) {
 		return false, 0, fmt.Errorf("%w: map %d+%d of %d", ErrInvalid, off, length, d.size)
 	}
 	t, n := d.m.at(off, min(length, d.size-off))
-	return !t.zero(), n, nil
+	alloc := !t.zero()
+	// Map entries need not end on a sector; runs must. A sector holding
+	// any stored byte counts as stored.
+	if end := off + n; end%SectorSize != 0 && end < d.size {
+		switch {
+		case alloc:
+			n = min(roundUpSector(end), d.size) - off
+		case n >= SectorSize:
+			n = end/SectorSize*SectorSize - off
+		default:
+			alloc, n = true, SectorSize
+		}
+	}
+	return alloc, n, nil
 }
+
+func roundUpSector(n int64) int64 { return (n + SectorSize - 1) / SectorSize * SectorSize }
 
 func (d *aff4Image) Close() error {
 	files := make([]*os.File, len(d.volumes))

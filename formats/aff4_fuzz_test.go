@@ -278,3 +278,22 @@ func FuzzAFF4(f *testing.F) {
 		fuzzOpen(t, "fuzz.aff4", data)
 	})
 }
+
+// TestAFF4MapUnaligned: map entries that end inside a sector still give
+// sector-aligned allocation runs; a sector with any stored byte counts
+// as stored.
+func TestAFF4MapUnaligned(t *testing.T) {
+	ff := aff4Symbolic(aff4NS + "SymbolicStreamFF")
+	d := &aff4Image{size: 4096, m: &aff4Map{size: 4096, gap: aff4Symbolic(aff4NS + "Zero"),
+		targets: []aff4Target{ff}, entries: []aff4MapEntry{{0, 100, 0, 0}, {1000, 24, 0, 0}}}}
+	for _, c := range []struct {
+		off   int64
+		alloc bool
+		n     int64
+	}{{0, true, 512}, {512, true, 512}, {1024, false, 3072}} {
+		alloc, n, err := d.Map(c.off, 4096)
+		if err != nil || alloc != c.alloc || n != c.n {
+			t.Errorf("Map(%d) = %v %d %v, want %v %d", c.off, alloc, n, err, c.alloc, c.n)
+		}
+	}
+}

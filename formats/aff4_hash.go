@@ -198,6 +198,7 @@ func (s *aff4Stream) check(blockSums map[string][]byte) ([]string, error) {
 	}
 	buf := make([]byte, s.chunkSize)
 	chunks := s.chunkCount()
+	bad := 0 // chunks that fail to read
 	for n := int64(0); n < chunks; n++ {
 		if n%s.perSeg == 0 {
 			for _, a := range algos {
@@ -219,7 +220,9 @@ func (s *aff4Stream) check(blockSums map[string][]byte) ([]string, error) {
 		}
 		c, err := s.decode(n, buf)
 		if err != nil {
-			findings = append(findings, err.Error())
+			if bad++; bad <= aff4MaxFindings {
+				findings = append(findings, err.Error())
+			}
 			clear(buf)
 			c = buf
 		}
@@ -238,6 +241,9 @@ func (s *aff4Stream) check(blockSums map[string][]byte) ([]string, error) {
 				}
 			}
 		}
+	}
+	if bad > aff4MaxFindings {
+		findings = append(findings, fmt.Sprintf("image stream %s: %d chunks unreadable in all", s.iri, bad))
 	}
 	for i, h := range linear {
 		findings = aff4Compare(findings, "image stream "+s.iri, h, lh[i].Sum(nil))
