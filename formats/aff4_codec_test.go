@@ -204,3 +204,28 @@ func TestAFF4DamagedChunk(t *testing.T) {
 		t.Fatalf("findings %q: want chunk 1's block hashes and the stream's hash", findings)
 	}
 }
+
+func BenchmarkAFF4(b *testing.B) {
+	for _, c := range []struct {
+		name   string
+		random bool
+	}{{"sequential", false}, {"random", true}} {
+		b.Run(c.name, func(b *testing.B) {
+			d, err := Open(filepath.Join(samplesDir, "aff4/Base-Linear.aff4"), Options{ReadOnly: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer d.Close()
+			benchReads(b, d, c.random)
+		})
+	}
+	b.Run("open-9EB", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			d, err := Open(filepath.Join(samplesDir, "aff4/Base-ExabyteSparse.aff4"), Options{ReadOnly: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			d.Close()
+		}
+	})
+}

@@ -60,17 +60,32 @@ func aff4SymbolicOK(iri string) (aff4Target, bool) {
 	return aff4Target{}, false
 }
 
-// read fills p with the symbolic stream's bytes at off.
+// readSymbolic fills p with the symbolic stream's bytes at off: one
+// period written, then copied over itself in doubling steps.
 func (t *aff4Target) readSymbolic(p []byte, off int64) {
 	if t.pattern == "" {
-		for i := range p {
-			p[i] = t.fill
+		if t.fill == 0 {
+			clear(p)
+			return
+		}
+		if len(p) > 0 {
+			p[0] = t.fill
+		}
+		for n := 1; n < len(p); n *= 2 {
+			copy(p[n:], p[:n])
 		}
 		return
 	}
-	for i := range p {
-		in := (off + int64(i)) % aff4RepeatBlock
-		p[i] = t.pattern[in%int64(len(t.pattern))]
+	for len(p) > 0 {
+		in := off % aff4RepeatBlock
+		q := p[:min(int64(len(p)), aff4RepeatBlock-in)]
+		start := int(in % int64(len(t.pattern)))
+		n := copy(q, t.pattern[start:])
+		n += copy(q[n:], t.pattern[:start])
+		for ; n < len(q); n *= 2 {
+			copy(q[n:], q[:n])
+		}
+		p, off = p[len(q):], off+int64(len(q))
 	}
 }
 
