@@ -47,7 +47,7 @@ const (
 	aff4MaxMapEntries  = 1 << 21 // 56 MiB of map segment
 	aff4MaxIdxBytes    = 1 << 20
 	aff4MaxVolumes     = 64
-	aff4MaxCandidates  = 256 // files looked at beside the first volume
+	aff4MaxCandidates  = 256 // files probed per search for a volume
 	aff4MaxMetaValue   = 4096
 	aff4MaxMetaCount   = 256
 	aff4ChunkCacheSize = 32 << 20
@@ -420,25 +420,30 @@ func (d *aff4Image) volumeOf(iri string, opt Options) (*aff4Volume, error) {
 	}
 	want := d.volumes[0].graph.iri(iri, aff4NS+"stored")
 	dirs := append([]string{filepath.Dir(d.path)}, opt.SearchPath...)
-	looked := 0
+	probed := 0
 	for _, dir := range dirs {
 		ents, err := os.ReadDir(dir)
 		if err != nil {
 			continue
 		}
+		// Names ending in .aff4 first: in a folder full of other evidence,
+		// only so many files are probed.
+		sort.SliceStable(ents, func(i, j int) bool {
+			return aff4Named(ents[i].Name()) && !aff4Named(ents[j].Name())
+		})
 		for _, e := range ents {
-			if !e.Type().IsRegular() || looked >= aff4MaxCandidates || len(d.volumes) >= aff4MaxVolumes {
-				continue
+			if probed >= aff4MaxCandidates || len(d.volumes) >= aff4MaxVolumes {
+				break
 			}
 			p := filepath.Join(dir, e.Name())
-			if d.isOpen(p) {
+			if e.IsDir() || d.isOpen(p) {
 				continue
 			}
+			probed++
 			pd, err := readProbe(p)
 			if err != nil || !aff4Probe(pd) {
 				continue
 			}
-			looked++
 			v, err := openAff4Volume(p)
 			if err != nil {
 				continue
@@ -455,6 +460,8 @@ func (d *aff4Image) volumeOf(iri string, opt Options) (*aff4Volume, error) {
 	}
 	return nil, fmt.Errorf("aff4: %s: image stream %s not found in any volume beside it: %w", d.path, iri, os.ErrNotExist)
 }
+
+func aff4Named(name string) bool { return strings.HasSuffix(strings.ToLower(name), ".aff4") }
 
 func (d *aff4Image) isOpen(p string) bool {
 	st, err := os.Stat(p)
