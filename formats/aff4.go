@@ -322,14 +322,11 @@ func (d *aff4Image) load(opt Options) error {
 	v := d.volumes[0]
 	g := v.graph
 	var images []string
-	for _, s := range g.ofType(aff4NS + "Image") {
-		if g.iri(s, aff4NS+"dataStream") != "" {
-			images = append(images, s)
-		}
-	}
-	for _, typ := range []string{"DiskImage", "ContiguousImage"} {
+	seen := map[string]bool{}
+	for _, typ := range []string{"Image", "DiskImage", "ContiguousImage"} {
 		for _, s := range g.ofType(aff4NS + typ) {
-			if g.iri(s, aff4NS+"dataStream") != "" && !g.is(s, aff4NS+"Image") {
+			if g.iri(s, aff4NS+"dataStream") != "" && !seen[s] {
+				seen[s] = true
 				images = append(images, s)
 			}
 		}
