@@ -824,18 +824,29 @@ func (d *ewfDisk) chunk(ci int64) ([]byte, error) {
 		if err := readFullAt(seg.f, buf, off, "ewf", seg.path); err != nil {
 			return nil, err
 		}
-		if err := d.inflate(buf, out); err != nil {
+		dst := out
+		if want < d.chunkSize {
+			// libewf stores a last chunk of odd-sized media whole, past the
+			// sectors it counts (ewfexport stops at those): inflate it all.
+			dst = make([]byte, d.chunkSize)
+		}
+		if err := d.inflate(buf, dst, want); err != nil {
 			return nil, corruptf("ewf", seg.path, off, "chunk %d (image offset %#x): %v", ci, ci*d.chunkSize, err)
 		}
+		copy(out, dst)
 	} else {
 		if stored < want+4 {
 			return nil, corruptf("ewf", seg.path, off, "chunk %d: stored size %d, need %d", ci, stored, want+4)
 		}
-		buf := (*bp)[:want+4]
+		n := want // the last chunk of odd-sized media holds more (see above)
+		if want < d.chunkSize {
+			n = min(stored-4, d.chunkSize)
+		}
+		buf := (*bp)[:n+4]
 		if err := readFullAt(seg.f, buf, off, "ewf", seg.path); err != nil {
 			return nil, err
 		}
-		if !ewfChecksumOK(buf[:want], buf[want:]) {
+		if !ewfChecksumOK(buf[:want], buf[want:want+4]) && !ewfChecksumOK(buf[:n], buf[n:]) {
 			return nil, corruptf("ewf", seg.path, off, "chunk %d (image offset %#x): checksum mismatch", ci, ci*d.chunkSize)
 		}
 		copy(out, buf)
@@ -844,9 +855,10 @@ func (d *ewfDisk) chunk(ci int64) ([]byte, error) {
 	return out, nil
 }
 
-// inflate decompresses a zlib chunk into exactly len(out) bytes; zlib's
-// own Adler-32 is checked at the end of the stream.
-func (d *ewfDisk) inflate(src, out []byte) error {
+// inflate decompresses a zlib chunk into out, which it must fill, or at
+// least its first want bytes; zlib's own Adler-32 is checked at the end
+// of the stream.
+func (d *ewfDisk) inflate(src, out []byte, want int64) error {
 	br := bytes.NewReader(src)
 	var zr io.ReadCloser
 	if v := d.zPool.Get(); v != nil {
@@ -860,7 +872,7 @@ func (d *ewfDisk) inflate(src, out []byte) error {
 			return err
 		}
 	}
-	if _, err := io.ReadFull(zr, out); err != nil {
+	if n, err := io.ReadFull(zr, out); err != nil && (err != io.ErrUnexpectedEOF || int64(n) < want) {
 		return fmt.Errorf("inflating: %w", err)
 	}
 	var one [1]byte
