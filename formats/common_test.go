@@ -404,7 +404,7 @@ func TestMapRunsAgainstQemu(t *testing.T) {
 	}
 }
 
-// commonFuzzDisk is fuzzOpen plus what else a crafted image can reach:
+// commonFuzzDisk is tryCrafted plus what else a crafted image can reach:
 // a walk of Map (checking its contract), Check, and Partitions.
 func commonFuzzDisk(t *testing.T, name string, data []byte) {
 	tryCrafted(t, name, data, readSome)
