@@ -590,13 +590,7 @@ func (d *affDisk) Map(off, length int64) (bool, int64, error) {
 }
 
 func (d *affDisk) Close() error {
-	var err error
-	for _, m := range d.members {
-		if cerr := m.f.Close(); err == nil {
-			err = cerr
-		}
-	}
-	return err
+	return closeEach(d.members, func(m affMember) *os.File { return m.f })
 }
 
 func (d *affDisk) Info() Info {

@@ -294,7 +294,7 @@ func (g aff4Graph) intOr(s, p string, def int64) (int64, error) {
 
 // aff4Image is an opened AFF4 image: its volumes, streams and map.
 type aff4Image struct {
-	readOnlyDisk
+	readOnlyFormat
 	path     string
 	volumes  []*aff4Volume
 	imageIRI string
@@ -610,7 +610,7 @@ func (d *aff4Image) Close() error {
 	for i, v := range d.volumes {
 		files[i] = v.f
 	}
-	return closeFiles(files)
+	return closeEach(files, func(f *os.File) *os.File { return f })
 }
 
 func (d *aff4Image) Info() Info { return d.info.clone() }

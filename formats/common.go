@@ -368,3 +368,14 @@ func acquisitionFrom(meta map[string]string, keys Acquisition) *Acquisition {
 	}
 	return &a
 }
+
+// closeEach closes the file of every item and returns the first error.
+func closeEach[T any](items []T, file func(T) *os.File) error {
+	var err error
+	for _, it := range items {
+		if cerr := file(it).Close(); err == nil {
+			err = cerr
+		}
+	}
+	return err
+}

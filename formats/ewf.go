@@ -887,13 +887,7 @@ func (d *ewfDisk) inflate(src, out []byte, want int64) error {
 }
 
 func (d *ewfDisk) Close() error {
-	var err error
-	for _, s := range d.segs {
-		if cerr := s.f.Close(); err == nil {
-			err = cerr
-		}
-	}
-	return err
+	return closeEach(d.segs, func(s *ewfSegment) *os.File { return s.f })
 }
 
 func (d *ewfDisk) Info() Info {
