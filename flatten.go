@@ -138,7 +138,7 @@ func flatten(d formats.Disk, out *os.File, sparse bool, h hash.Hash, prog *progr
 			if _, err := out.Write(chunk); err != nil {
 				return err
 			}
-		case !isZero(chunk):
+		case !formats.IsZero(chunk):
 			if _, err := out.WriteAt(chunk, off); err != nil {
 				return err
 			}
@@ -150,19 +150,4 @@ func flatten(d formats.Disk, out *os.File, sparse bool, h hash.Hash, prog *progr
 		return out.Truncate(size)
 	}
 	return nil
-}
-
-func isZero(b []byte) bool {
-	for len(b) >= 8 {
-		if b[0]|b[1]|b[2]|b[3]|b[4]|b[5]|b[6]|b[7] != 0 {
-			return false
-		}
-		b = b[8:]
-	}
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
 }

@@ -280,6 +280,10 @@ func openDisk[D Disk](path string, readOnly bool, load func(f *os.File) (D, erro
 	return d, nil
 }
 
+// IsZero reports whether b holds only zero bytes (flatten writes such
+// ranges as holes).
+func IsZero(b []byte) bool { return isZero(b) }
+
 // isZero reports whether b holds only zero bytes.
 func isZero(b []byte) bool {
 	for len(b) >= 8 {
