@@ -1,0 +1,455 @@
+package formats
+
+import (
+	"bytes"
+	"crypto/md5"
+	"encoding/binary"
+	"errors"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// vhdimountRead mounts path with libvhdi's vhdimount (which finds a
+// differencing image's parent itself) and returns n bytes at off of the
+// disk it shows (n < 0: all of it).
+func vhdimountRead(t testing.TB, path string, off, n int64) []byte {
+	t.Helper()
+	mnt := filepath.Join(t.TempDir(), "vhdi")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "vhdimount", path, mnt)
+	defer func() {
+		for i := 0; i < 50; i++ {
+			if exec.Command("fusermount3", "-u", mnt).Run() == nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Errorf("fusermount3 -u %s failed", mnt)
+	}()
+	// One file per level of the chain, the top image last.
+	names, err := filepath.Glob(filepath.Join(mnt, "vhdi*"))
+	if err != nil || len(names) == 0 {
+		t.Fatalf("vhdimount shows no disk: %v", err)
+	}
+	sort.Slice(names, func(i, j int) bool {
+		return len(names[i]) < len(names[j]) || len(names[i]) == len(names[j]) && names[i] < names[j]
+	})
+	f, err := os.Open(names[len(names)-1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if n < 0 {
+		st, err := f.Stat()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n = st.Size() - off
+	}
+	b := make([]byte, n)
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatalf("reading %s through vhdimount: %v", path, err)
+	}
+	return b
+}
+
+// vhdxHeaderField reads 16 bytes at field of the current header.
+func vhdxHeaderField(t testing.TB, path string, field int) (g vhdxGUID, seq uint64) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, off := range []int{64 << 10, 128 << 10} {
+		h := b[off : off+4096]
+		if string(h[:4]) != "head" || binary.LittleEndian.Uint32(h[4:]) != vhdxChecksum(h, 4) {
+			continue
+		}
+		if s := binary.LittleEndian.Uint64(h[8:]); s > seq {
+			seq = s
+			copy(g[:], h[field:field+16])
+		}
+	}
+	if seq == 0 {
+		t.Fatalf("%s: no valid header", path)
+	}
+	return g, seq
+}
+
+// vhdxUnalignedWrites writes n random runs of random bytes (and zeros)
+// through d, of any sector-multiple length at any sector, many of them
+// across block boundaries, and applies them to model.
+func vhdxUnalignedWrites(t testing.TB, d Disk, model []byte, n int, seed, blockSize int64) {
+	t.Helper()
+	r := rand.New(rand.NewSource(seed))
+	size := int64(len(model))
+	for i := 0; i < n; i++ {
+		var off int64
+		switch i % 3 {
+		case 0: // around a block boundary
+			b := r.Int63n(size/blockSize + 1)
+			off = max(0, b*blockSize-int64(r.Intn(16))*SectorSize)
+		default:
+			off = r.Int63n(size/SectorSize) * SectorSize
+		}
+		cnt := int64(1+r.Intn(600)) * SectorSize
+		if i%7 == 0 {
+			cnt = int64(1+r.Intn(3)) * SectorSize
+		}
+		p := make([]byte, cnt)
+		if i%5 != 4 {
+			r.Read(p)
+		}
+		if nw, err := d.WriteAt(p, off); err != nil || nw != len(p) {
+			t.Fatalf("WriteAt(%d bytes at %d) = %d, %v", len(p), off, nw, err)
+		}
+		if off < size {
+			copy(model[off:], p[:min(cnt, size-off)])
+		}
+		if i%10 == 9 {
+			if err := d.Flush(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+// vhdxVerifyWritten checks a closed image against model with every
+// oracle: qemu-img check and convert (unless noQemu), vhdimount, and
+// vdflat's own reader; the log must be empty.
+func vhdxVerifyWritten(t *testing.T, path string, model []byte, noQemu bool) {
+	t.Helper()
+	if g, _ := vhdxHeaderField(t, path, 48); !g.isZero() {
+		t.Errorf("log GUID %s after a clean close", g)
+	}
+	if !noQemu {
+		qemuCheck(t, "vhdx", path)
+		if got := qemuRaw(t, "vhdx", path); !bytes.Equal(got, model) {
+			t.Fatalf("qemu-img reads other bytes than written (first difference at %d)", vhdxFirstDiff(got, model))
+		}
+	}
+	if got := vhdimountRead(t, path, 0, -1); !bytes.Equal(got, model) {
+		t.Fatalf("vhdimount reads other bytes than written (first difference at %d)", vhdxFirstDiff(got, model))
+	}
+	d := mustOpen(t, path, Options{ReadOnly: true})
+	checkDisk(t, d, model)
+	vhdxCheckMap(t, d, model)
+	d.Close()
+}
+
+func vhdxFirstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
+
+func TestVHDXWriteQemu(t *testing.T) {
+	cases := []struct {
+		name   string
+		size   int64
+		opts   string
+		block  int64
+		create bool // qemu-img create (empty) rather than convert
+	}{
+		{"dynamic-1M", 5<<20 + 3*512, "subformat=dynamic,block_size=1M", 1 << 20, false},
+		{"dynamic-1M-empty", 6 << 20, "subformat=dynamic,block_size=1M", 1 << 20, true},
+		{"dynamic-8M-log2M", 17<<20 + 512, "subformat=dynamic,block_size=8M,log_size=2M", 8 << 20, false},
+		{"dynamic-32M-empty", 40 << 20, "subformat=dynamic,block_size=32M", 32 << 20, true},
+		{"fixed-1M", 4<<20 + 5*512, "subformat=fixed,block_size=1M", 1 << 20, false},
+		{"fixed-2M-empty", 5 << 20, "subformat=fixed,block_size=2M", 2 << 20, true},
+		{"dynamic-256M-empty", 3 << 20, "subformat=dynamic,block_size=256M", 256 << 20, true},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var img string
+			var model []byte
+			if c.create {
+				img = filepath.Join(t.TempDir(), "disk.vhdx")
+				qemuImg(t, "create", "-f", "vhdx", "-o", c.opts, img, strconv.FormatInt(c.size, 10))
+				model = make([]byte, c.size)
+			} else {
+				img, model = vhdxQemuFixture(t, c.size, int64(i+1), c.opts)
+			}
+			dataGUID, seq0 := vhdxHeaderField(t, img, 32)
+			// Two sessions: the second finds the first's blocks.
+			for s := int64(0); s < 2; s++ {
+				d := mustOpen(t, img, Options{})
+				if info := d.Info(); info.ReadOnly || !CanWrite(d) {
+					t.Fatalf("Info = %+v", info)
+				}
+				vhdxUnalignedWrites(t, d, model, 40, int64(i)*10+s, c.block)
+				checkDisk(t, d, model)
+				if err := d.Close(); err != nil {
+					t.Fatal(err)
+				}
+				vhdxVerifyWritten(t, img, model, false)
+			}
+			g, seq := vhdxHeaderField(t, img, 32)
+			if g == dataGUID || seq <= seq0 {
+				t.Errorf("data write GUID %s (was %s), sequence %d (was %d): not renewed", g, dataGUID, seq, seq0)
+			}
+		})
+	}
+}
+
+// TestVHDXWriteStates writes to blocks in every BAT state a dynamic or
+// differencing image may hold, with 512 and 4096-byte logical sectors,
+// on images from the test writer; vhdimount (and qemu-img, for images
+// without a parent) read them back.
+func TestVHDXWriteStates(t *testing.T) {
+	for _, sector := range []int64{512, 4096} {
+		t.Run("dynamic-"+strconv.FormatInt(sector, 10), func(t *testing.T) {
+			r := rand.New(rand.NewSource(sector))
+			im := &vhdxTestImage{size: 9 << 20, blockSize: 1 << 20, sector: sector, dataWrite: vhdxTestGUID(r)}
+			im.blocks = vhdxTestBlocks(r, 9, im.blockSize, sector, false)
+			im.blocks[5] = vhdxTestBlock{state: 1} // undefined
+			p := writeTemp(t, "disk.vhdx", im.build())
+			model := im.model(nil)
+			d := mustOpen(t, p, Options{})
+			vhdxUnalignedWrites(t, d, model, 60, sector, im.blockSize)
+			// Every block once more, the first and last sector.
+			for b := int64(0); b < 9; b++ {
+				for _, off := range []int64{b << 20, b<<20 + 1<<20 - 512} {
+					buf := bytes.Repeat([]byte{byte(b + 1)}, 512)
+					if _, err := d.WriteAt(buf, off); err != nil {
+						t.Fatal(err)
+					}
+					copy(model[off:], buf)
+				}
+			}
+			if err := d.Close(); err != nil {
+				t.Fatal(err)
+			}
+			vhdxVerifyWritten(t, p, model, sector != 512) // qemu 7.2 opens only 512-byte sectors
+		})
+		t.Run("differencing-"+strconv.FormatInt(sector, 10), func(t *testing.T) {
+			child, model := vhdxDiffFixture(t, sector, vhdxLowerLocator)
+			parent := filepath.Join(filepath.Dir(child), "disk.vhdx")
+			before := vhdxFileMD5(t, parent)
+			d := mustOpen(t, child, Options{})
+			vhdxUnalignedWrites(t, d, model, 80, sector+1, 1<<20)
+			checkDisk(t, d, model)
+			if err := d.Close(); err != nil {
+				t.Fatal(err)
+			}
+			vhdxVerifyWritten(t, child, model, true)
+			if vhdxFileMD5(t, parent) != before {
+				t.Fatal("the parent changed")
+			}
+		})
+	}
+}
+
+// TestVHDXWriteDiffBitmap checks the sector bitmap a write leaves: in a
+// differencing image whose blocks are all absent, a write of one 512-byte
+// sector marks exactly its logical sector, filled from the parent.
+func TestVHDXWriteDiffBitmap(t *testing.T) {
+	for _, sector := range []int64{512, 4096} {
+		t.Run(strconv.FormatInt(sector, 10), func(t *testing.T) {
+			p := vhdxMakeParent(t)
+			dir := filepath.Dir(p.path)
+			r := rand.New(rand.NewSource(3))
+			im := &vhdxTestImage{size: vhdxDiffSize, blockSize: 1 << 20, sector: sector, dataWrite: vhdxTestGUID(r),
+				blocks: map[int64]vhdxTestBlock{}, parent: vhdxLowerLocator(dir, p.link)}
+			child := filepath.Join(dir, "child.avhdx")
+			if err := os.WriteFile(child, im.build(), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			model := append([]byte(nil), p.raw...)
+			d := mustOpen(t, child, Options{})
+			off := int64(2<<20 + 4096 + 1024) // block 2, inside logical sector 1 (4K) or sector 10 (512)
+			buf := bytes.Repeat([]byte{0xee}, 512)
+			if _, err := d.WriteAt(buf, off); err != nil {
+				t.Fatal(err)
+			}
+			copy(model[off:], buf)
+			// A whole block: fully present without a bitmap.
+			whole := bytes.Repeat([]byte{0x5a}, 1<<20)
+			if _, err := d.WriteAt(whole, 4<<20); err != nil {
+				t.Fatal(err)
+			}
+			copy(model[4<<20:], whole)
+			if err := d.Close(); err != nil {
+				t.Fatal(err)
+			}
+			vhdxVerifyWritten(t, child, model, true)
+			// The BAT and the bitmap as the file holds them.
+			img, err := os.ReadFile(child)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cr := im.chunkRatio()
+			bat := func(i int64) uint64 { return binary.LittleEndian.Uint64(img[vhdxTestBATOff+8*i:]) }
+			if s := bat(2) & 7; s != 7 {
+				t.Fatalf("block 2 state %d, want 7 (partially present)", s)
+			}
+			if s := bat(4) & 7; s != 6 {
+				t.Fatalf("block 4 state %d, want 6 (fully present)", s)
+			}
+			sb := bat(cr)
+			if sb&7 != 6 {
+				t.Fatalf("sector bitmap entry %#x, want present", sb)
+			}
+			perBlock := im.blockSize / sector / 8
+			bm := img[int64(sb>>20<<20)+2*perBlock : int64(sb>>20<<20)+3*perBlock]
+			want := make([]byte, perBlock)
+			s := (off - 2<<20) / sector
+			want[s/8] = 1 << (s % 8)
+			if !bytes.Equal(bm, want) {
+				t.Fatalf("block 2 bitmap %x, want %x", bm, want)
+			}
+		})
+	}
+}
+
+// vhdxLowerLocator is vhdxStdLocator with the linkage GUID in lower
+// case: libvhdi 20210425 refuses upper-case hex digits there.
+func vhdxLowerLocator(dir string, link vhdxGUID) map[string]string {
+	m := vhdxStdLocator(dir, link)
+	m["parent_linkage"] = strings.ToLower(m["parent_linkage"])
+	return m
+}
+
+func vhdxFileMD5(t testing.TB, path string) [16]byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return md5.Sum(b)
+}
+
+// TestVHDXWriteReadOnly: a read-only open never writes; an image with an
+// unknown (optional) region or metadata item stays read-only, saying why.
+func TestVHDXWriteReadOnly(t *testing.T) {
+	img, _ := vhdxQemuFixture(t, 2<<20, 7, "subformat=dynamic")
+	d := mustOpen(t, img, Options{ReadOnly: true})
+	if _, err := d.WriteAt(make([]byte, 512), 0); !errors.Is(err, ErrReadOnly) {
+		t.Fatalf("WriteAt = %v, want ErrReadOnly", err)
+	}
+	if !CanWrite(d) {
+		t.Error("CanWrite = false for a plain image")
+	}
+	d.Close()
+
+	r := rand.New(rand.NewSource(1))
+	im := &vhdxTestImage{size: 2 << 20, blockSize: 1 << 20, sector: 512, dataWrite: vhdxTestGUID(r), blocks: map[int64]vhdxTestBlock{}}
+	for _, c := range []struct{ name, want string }{{"region", "unknown region"}, {"metadata", "unknown metadata item"}} {
+		b := im.build()
+		if c.name == "region" { // a third, optional region entry
+			for _, off := range []int{192 << 10, 256 << 10} {
+				rt := b[off : off+64<<10]
+				binary.LittleEndian.PutUint32(rt[8:], 3)
+				e := rt[16+64:]
+				copy(e, "unknown-region!!")
+				binary.LittleEndian.PutUint64(e[16:], 4<<20)
+				binary.LittleEndian.PutUint32(e[24:], 1<<20)
+				binary.LittleEndian.PutUint32(rt[4:], vhdxChecksum(rt, 4))
+			}
+			b = append(b, make([]byte, 4<<20)...)
+		} else { // an optional metadata item nobody knows
+			meta := b[vhdxTestMetaOff:]
+			n := binary.LittleEndian.Uint16(meta[10:])
+			e := meta[32+32*int(n):]
+			copy(e, "unknown-metadata")
+			binary.LittleEndian.PutUint32(e[16:], 128<<10)
+			binary.LittleEndian.PutUint32(e[20:], 8)
+			binary.LittleEndian.PutUint16(meta[10:], n+1)
+		}
+		p := writeTemp(t, c.name+".vhdx", b)
+		d := mustOpen(t, p, Options{})
+		info := d.Info()
+		if !info.ReadOnly || !strings.Contains(info.ReadOnlyReason, c.want) || CanWrite(d) {
+			t.Errorf("%s: Info = %+v", c.name, info)
+		}
+		if _, err := d.WriteAt(make([]byte, 512), 0); !errors.Is(err, ErrReadOnly) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: WriteAt = %v", c.name, err)
+		}
+		d.Close()
+		if after, _ := os.ReadFile(p); !bytes.Equal(after, b) {
+			t.Errorf("%s: the file changed", c.name)
+		}
+	}
+}
+
+// TestVHDXWriteOverlap: a BAT entry placing a block over the metadata
+// region makes the write fail (EIO) and the image read-only for the rest
+// of the attach; nothing of the metadata changes.
+func TestVHDXWriteOverlap(t *testing.T) {
+	r := rand.New(rand.NewSource(1))
+	im := &vhdxTestImage{size: 4 << 20, blockSize: 1 << 20, sector: 512, dataWrite: vhdxTestGUID(r), blocks: map[int64]vhdxTestBlock{}}
+	for _, target := range []int64{vhdxTestMetaOff, vhdxTestBATOff, vhdxTestLogOff} {
+		b := im.build()
+		binary.LittleEndian.PutUint64(b[vhdxTestBATOff+8:], uint64(target)|6) // block 1
+		p := writeTemp(t, "bad.vhdx", b)
+		d := mustOpen(t, p, Options{})
+		buf := bytes.Repeat([]byte{1}, 4096)
+		if _, err := d.WriteAt(buf, 1<<20); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("WriteAt over %#x = %v, want ErrCorrupt", target, err)
+		}
+		if _, err := d.WriteAt(buf, 0); err == nil {
+			t.Fatal("a write after the failure succeeded")
+		}
+		d.Close()
+		after, _ := os.ReadFile(p)
+		if !bytes.Equal(after[target:target+1<<20], b[target:target+1<<20]) {
+			t.Fatalf("the region at %#x changed", target)
+		}
+	}
+}
+
+// TestVHDXWriteDirtyLog: a write-open replays a dirty log into the file
+// (qemu-img then reads it without a replay of its own); a read-only open
+// does not touch it.
+func TestVHDXWriteDirtyLog(t *testing.T) {
+	src := vhdxSample(t, "qemu-iotests/iotest-dirtylog-10G-4M.vhdx.bz2")
+	before := vhdxFileMD5(t, src)
+	d := mustOpen(t, src, Options{ReadOnly: true})
+	d.Close()
+	if vhdxFileMD5(t, src) != before {
+		t.Fatal("a read-only open changed the file")
+	}
+	d = mustOpen(t, src, Options{})
+	info := d.Info()
+	if !strings.Contains(strings.Join(info.Features, ","), "log replayed into the file") {
+		t.Errorf("Features = %v", info.Features)
+	}
+	buf := bytes.Repeat([]byte{0x3c}, 8192)
+	if _, err := d.WriteAt(buf, 18<<20-4096); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if g, _ := vhdxHeaderField(t, src, 48); !g.isZero() {
+		t.Fatal("log not empty after close")
+	}
+	qemuCheck(t, "vhdx", src)
+	// 18 MiB of 0xa5 (the log's last block included), then zeros, with
+	// our write over the end of the 0xa5 run.
+	want := make([]byte, 18<<20+4096)
+	for i := range want[:18<<20] {
+		want[i] = 0xa5
+	}
+	copy(want[18<<20-4096:], buf)
+	ref := filepath.Join(t.TempDir(), "want.raw")
+	if err := os.WriteFile(ref, want, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(ref, 10<<30); err != nil {
+		t.Fatal(err)
+	}
+	qemuImg(t, "compare", "-f", "vhdx", "-F", "raw", src, ref)
+}
