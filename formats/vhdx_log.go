@@ -198,8 +198,8 @@ func (d *vhdxDisk) replayIntoFile() error {
 		}
 	}
 	if ov.end > fend {
-		if err := d.f.Truncate(ov.end); err != nil {
-			return fmt.Errorf("vhdx: %s: extending the file to %d bytes as its log says: %w", d.path, ov.end, err)
+		if err := d.truncate(ov.end); err != nil {
+			return err
 		}
 	}
 	if err := d.sync(); err != nil {

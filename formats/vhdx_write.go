@@ -26,6 +26,7 @@ import (
 type vhdxWriter struct {
 	readOnly bool
 	reason   string // why the image stays read-only ("" when it can be written)
+	logSet   bool   // the header's log GUID is set at open
 
 	// cacheMu orders cache fills against the invalidations of a commit:
 	// a reader that read a table before a commit must not cache it after.
@@ -46,6 +47,10 @@ type vhdxWriter struct {
 	logPos   int64
 	logSeq   uint64
 	next     int64 // next free 1 MiB-aligned file offset; 0 until scanned
+
+	// trace, when set (by tests), sees every change to the file before
+	// it is made: 'w' write, 't' truncate (off is the size), 's' sync.
+	trace func(op byte, off int64, b []byte)
 }
 
 // vhdxLogMaxPages bounds the pages of one log entry below what a 1 MiB
@@ -69,6 +74,17 @@ func (d *vhdxDisk) openWrite(info *Info, opt Options) error {
 	info.ReadOnly = w.readOnly
 	if w.readOnly {
 		return nil
+	}
+	if d.r.ov == nil && d.w.logSet {
+		// A log GUID with no valid entry behind it (a cut before the first
+		// entry was complete): nothing to replay, but the log is not
+		// empty until the GUID is gone.
+		if err := d.beginChange(false); err != nil {
+			return err
+		}
+		if err := d.updateHeaders(func(h []byte) { clear(h[vhdxHdrLog : vhdxHdrLog+16]) }); err != nil {
+			return err
+		}
 	}
 	if d.r.ov != nil {
 		if err := d.beginChange(false); err != nil {
@@ -110,6 +126,7 @@ func (d *vhdxDisk) writeBlocker() string {
 			found, seq = true, s
 			logLen = int64(binary.LittleEndian.Uint32(h[68:]))
 			logOff = int64(binary.LittleEndian.Uint64(h[72:]))
+			d.w.logSet = !isZero(h[vhdxHdrLog : vhdxHdrLog+16])
 		}
 	}
 	if !found {
@@ -203,13 +220,29 @@ func (w *vhdxWriter) overlaps(lo, hi int64) bool {
 func (d *vhdxDisk) CanWrite() bool { return d.w.reason == "" }
 
 func (d *vhdxDisk) pwrite(b []byte, off int64) error {
+	if d.w.trace != nil {
+		d.w.trace('w', off, b)
+	}
 	if _, err := d.f.WriteAt(b, off); err != nil {
 		return fmt.Errorf("vhdx: %s: write at %#x: %w", d.path, off, err)
 	}
 	return nil
 }
 
+func (d *vhdxDisk) truncate(size int64) error {
+	if d.w.trace != nil {
+		d.w.trace('t', size, nil)
+	}
+	if err := d.f.Truncate(size); err != nil {
+		return fmt.Errorf("vhdx: %s: extending the file to %d bytes: %w", d.path, size, err)
+	}
+	return nil
+}
+
 func (d *vhdxDisk) sync() error {
+	if d.w.trace != nil {
+		d.w.trace('s', 0, nil)
+	}
 	if err := d.f.Sync(); err != nil {
 		return fmt.Errorf("vhdx: %s: %w", d.path, err)
 	}
@@ -444,8 +477,8 @@ func (t *vhdxTxn) alloc(n int64) (int64, error) {
 	if (off+n)>>20 >= 1<<44 {
 		return 0, unsupportedf("vhdx", d.path, "file would grow past what a BAT entry addresses")
 	}
-	if err := d.f.Truncate(off + n); err != nil {
-		return 0, fmt.Errorf("vhdx: %s: extending the file: %w", d.path, err)
+	if err := d.truncate(off + n); err != nil {
+		return 0, err
 	}
 	d.w.next = off + n
 	d.r.grown.Store(off + n)

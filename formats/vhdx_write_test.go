@@ -453,3 +453,224 @@ func TestVHDXWriteDirtyLog(t *testing.T) {
 	}
 	qemuImg(t, "compare", "-f", "vhdx", "-F", "raw", src, ref)
 }
+
+// vhdxFileOp is one change the disk made to its file.
+type vhdxFileOp struct {
+	op   byte // 'w' write, 't' truncate, 's' sync
+	off  int64
+	data []byte
+}
+
+// vhdxGuestOp is one guest write, or a flush (data nil), and how many
+// file operations had been made when it returned.
+type vhdxGuestOp struct {
+	off  int64
+	data []byte
+	done int
+}
+
+// vhdxRecordSession opens path read-write, records every change the disk
+// makes to its file while it runs random writes with a flush every few,
+// and closes it.
+func vhdxRecordSession(t *testing.T, path string, size, blockSize int64, n int, seed int64) ([]vhdxFileOp, []vhdxGuestOp) {
+	t.Helper()
+	var ops []vhdxFileOp
+	var guest []vhdxGuestOp
+	d, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.(*vhdxDisk).w.trace = func(op byte, off int64, b []byte) {
+		ops = append(ops, vhdxFileOp{op, off, append([]byte(nil), b...)})
+	}
+	r := rand.New(rand.NewSource(seed))
+	for i := 0; i < n; i++ {
+		if i%4 == 3 {
+			if err := d.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			guest = append(guest, vhdxGuestOp{done: len(ops)})
+			continue
+		}
+		off := r.Int63n(size/SectorSize) * SectorSize
+		if i%3 == 0 {
+			off = max(0, r.Int63n(size/blockSize+1)*blockSize-int64(r.Intn(4))*SectorSize)
+		}
+		p := make([]byte, int64(1+r.Intn(40))*SectorSize)
+		r.Read(p)
+		if _, err := d.WriteAt(p, off); err != nil {
+			t.Fatal(err)
+		}
+		guest = append(guest, vhdxGuestOp{off: off, data: p, done: len(ops)})
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	guest = append(guest, vhdxGuestOp{done: len(ops)}) // Close flushes
+	return ops, guest
+}
+
+// vhdxCrashImage rebuilds the file as a power cut after the first cut
+// operations would leave it: everything up to the last sync before the
+// cut, then each later operation or not, writes torn per 512-byte sector.
+// It returns the image and how many operations are surely durable.
+func vhdxCrashImage(base []byte, ops []vhdxFileOp, cut int, r *rand.Rand) ([]byte, int) {
+	durable := 0
+	for i := 0; i < cut; i++ {
+		if ops[i].op == 's' {
+			durable = i + 1
+		}
+	}
+	img := append([]byte(nil), base...)
+	write := func(off int64, b []byte) {
+		if end := off + int64(len(b)); end > int64(len(img)) {
+			img = append(img, make([]byte, end-int64(len(img)))...)
+		}
+		copy(img[off:], b)
+	}
+	for i, o := range ops[:cut] {
+		keep := i < durable || r.Intn(2) == 0
+		switch {
+		case !keep:
+		case o.op == 't':
+			if o.off > int64(len(img)) {
+				img = append(img, make([]byte, o.off-int64(len(img)))...)
+			} else {
+				img = img[:o.off]
+			}
+		case o.op == 'w' && i < durable:
+			write(o.off, o.data)
+		case o.op == 'w':
+			for s := 0; s < len(o.data); s += SectorSize {
+				if r.Intn(3) != 0 {
+					write(o.off+int64(s), o.data[s:min(s+SectorSize, len(o.data))])
+				}
+			}
+		}
+	}
+	return img, durable
+}
+
+// vhdxCheckCrash checks what a crashed image reads: every sector holds
+// its value at the last flush that reached the disk, or a value a later
+// write gave it.
+func vhdxCheckCrash(t *testing.T, got, model0 []byte, guest []vhdxGuestOp, durable int) {
+	t.Helper()
+	model := append([]byte(nil), model0...)
+	last := -1 // last guest flush surely durable
+	for i, g := range guest {
+		if g.data == nil && g.done <= durable {
+			last = i
+		}
+	}
+	for _, g := range guest[:last+1] {
+		if g.data != nil {
+			copy(model[g.off:], g.data[:min(int64(len(g.data)), int64(len(model))-g.off)])
+		}
+	}
+	for s := int64(0); s < int64(len(model)); s += SectorSize {
+		e := min(s+SectorSize, int64(len(model)))
+		if bytes.Equal(got[s:e], model[s:e]) {
+			continue
+		}
+		ok := false
+		for _, g := range guest[last+1:] {
+			if g.data != nil && g.off <= s && s < g.off+int64(len(g.data)) && bytes.Equal(got[s:e], g.data[s-g.off:e-g.off]) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			t.Fatalf("sector at %d holds neither its flushed value nor a later write's", s)
+		}
+	}
+}
+
+// TestVHDXWriteCrash cuts a recorded session at random points, tearing
+// the writes not yet flushed, and checks that the image opens, replays
+// its log (in memory read-only, into the file read-write), is consistent
+// for qemu-img check and the image's own check, and holds every write
+// flushed before the cut.
+func TestVHDXWriteCrash(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		diff bool
+	}{{"dynamic", false}, {"differencing", true}} {
+		t.Run(c.name, func(t *testing.T) {
+			var path string
+			var model0 []byte
+			if c.diff {
+				path, model0 = vhdxDiffFixture(t, 4096, vhdxLowerLocator)
+			} else {
+				path = filepath.Join(t.TempDir(), "disk.vhdx")
+				qemuImg(t, "create", "-f", "vhdx", "-o", "block_size=1M", path, "7M")
+				model0 = make([]byte, 7<<20)
+			}
+			base, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ops, guest := vhdxRecordSession(t, path, int64(len(model0)), 1<<20, 60, 8)
+			crash := filepath.Join(filepath.Dir(path), "crash.vhdx")
+			// Half the cuts fall right after a log entry's write (before
+			// the flush that follows it) or right after its pages' writes.
+			hdr := base[64<<10:]
+			if binary.LittleEndian.Uint64(base[128<<10+8:]) > binary.LittleEndian.Uint64(hdr[8:]) {
+				hdr = base[128<<10:]
+			}
+			logOff := int64(binary.LittleEndian.Uint64(hdr[72:]))
+			logEnd := logOff + int64(binary.LittleEndian.Uint32(hdr[68:]))
+			var inLog []int
+			for i, o := range ops {
+				if o.op == 'w' && o.off >= logOff && o.off < logEnd && i+2 < len(ops) {
+					inLog = append(inLog, i+1, i+2)
+				}
+			}
+			if len(inLog) == 0 {
+				t.Fatal("the session wrote no log entry")
+			}
+			r := rand.New(rand.NewSource(77))
+			for k := 0; k < 30; k++ {
+				cut := r.Intn(len(ops) + 1)
+				switch {
+				case k == 0:
+					cut = len(ops)
+				case k%2 == 1:
+					cut = inLog[r.Intn(len(inLog))]
+				}
+				img, durable := vhdxCrashImage(base, ops, cut, r)
+				if err := os.WriteFile(crash, img, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				ro := mustOpen(t, crash, Options{ReadOnly: true})
+				got := make([]byte, roundUp(ro.Size(), SectorSize))
+				if _, err := ro.ReadAt(got, 0); err != nil {
+					t.Fatalf("cut %d: read-only read: %v", cut, err)
+				}
+				ro.Close()
+				vhdxCheckCrash(t, got[:len(model0)], model0, guest, durable)
+				d := mustOpen(t, crash, Options{}) // replays into the file
+				checkDisk(t, d, got[:len(model0)])
+				if f, err := d.(Checker).Check(); err != nil || len(f) > 0 {
+					t.Fatalf("cut %d: Check = %v, %v", cut, f, err)
+				}
+				if err := d.Close(); err != nil {
+					t.Fatal(err)
+				}
+				if g, _ := vhdxHeaderField(t, crash, 48); !g.isZero() {
+					t.Fatalf("cut %d: log not empty after replay and close", cut)
+				}
+				if !c.diff {
+					qemuCheck(t, "vhdx", crash)
+					if q := qemuRaw(t, "vhdx", crash); !bytes.Equal(q, got[:len(model0)]) {
+						t.Fatalf("cut %d: qemu-img reads other bytes than vdflat (at %d)", cut, vhdxFirstDiff(q, got))
+					}
+				} else if k%10 == 0 {
+					if v := vhdimountRead(t, crash, 0, -1); !bytes.Equal(v, got[:len(model0)]) {
+						t.Fatalf("cut %d: vhdimount reads other bytes than vdflat (at %d)", cut, vhdxFirstDiff(v, got))
+					}
+				}
+			}
+		})
+	}
+}
