@@ -571,22 +571,42 @@ func (t *vhdxTxn) writeBlock(c []byte, b, in int64) error {
 func (t *vhdxTxn) writeSectors(c []byte, b, in, fileOff int64, fresh bool) error {
 	d := t.d
 	ls := d.logicalSector
-	lo, hi := in/ls*ls, vhdxRoundUp(in+int64(len(c)), ls)
-	buf := c
-	if lo != in || hi != in+int64(len(c)) {
-		buf = make([]byte, hi-lo)
-		base := b * d.blockSize
-		if _, err := d.readView(buf[:ls], base+lo, fresh); err != nil {
+	end := in + int64(len(c))
+	lo, hi := in/ls*ls, vhdxRoundUp(end, ls)
+	// A partly covered sector already present is written in place like
+	// any other: filling it would race with an in-place writer there.
+	var bm []byte
+	if !fresh && (lo != in || hi != end) {
+		var err error
+		if bm, err = d.bitmap(b); err != nil {
 			return err
 		}
-		if hi-ls > lo {
-			if _, err := d.readView(buf[hi-lo-ls:], base+hi-ls, fresh); err != nil {
+	}
+	present := func(s int64) bool { return bm != nil && bm[s/8]>>(s%8)&1 != 0 }
+	wlo, whi := lo, hi
+	if present(lo / ls) {
+		wlo = in
+	}
+	if present((hi - 1) / ls) {
+		whi = end
+	}
+	buf := c
+	if wlo != in || whi != end {
+		buf = make([]byte, whi-wlo)
+		base := b * d.blockSize
+		if wlo != in {
+			if _, err := d.readView(buf[:ls], base+lo, fresh); err != nil {
 				return err
 			}
 		}
-		copy(buf[in-lo:], c)
+		if whi != end && (whi-ls > wlo || wlo == in) {
+			if _, err := d.readView(buf[whi-wlo-ls:], base+whi-ls, fresh); err != nil {
+				return err
+			}
+		}
+		copy(buf[in-wlo:], c)
 	}
-	if err := d.writeData(buf, b, fileOff, lo); err != nil {
+	if err := d.writeData(buf, b, fileOff, wlo); err != nil {
 		return err
 	}
 	return t.markSectors(b, fileOff, lo, hi)

@@ -21,6 +21,12 @@ import (
 // disk it shows (n < 0: all of it).
 func vhdimountRead(t testing.TB, path string, off, n int64) []byte {
 	t.Helper()
+	return vhdimountReadRanges(t, path, [][2]int64{{off, n}})[0]
+}
+
+// vhdimountReadRanges reads several {offset, length} ranges in one mount.
+func vhdimountReadRanges(t testing.TB, path string, ranges [][2]int64) [][]byte {
+	t.Helper()
 	mnt := filepath.Join(t.TempDir(), "vhdi")
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)
@@ -48,18 +54,23 @@ func vhdimountRead(t testing.TB, path string, off, n int64) []byte {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if n < 0 {
-		st, err := f.Stat()
-		if err != nil {
-			t.Fatal(err)
+	var out [][]byte
+	for _, r := range ranges {
+		off, n := r[0], r[1]
+		if n < 0 {
+			st, err := f.Stat()
+			if err != nil {
+				t.Fatal(err)
+			}
+			n = st.Size() - off
 		}
-		n = st.Size() - off
+		b := make([]byte, n)
+		if _, err := f.ReadAt(b, off); err != nil {
+			t.Fatalf("reading %s through vhdimount: %v", path, err)
+		}
+		out = append(out, b)
 	}
-	b := make([]byte, n)
-	if _, err := f.ReadAt(b, off); err != nil {
-		t.Fatalf("reading %s through vhdimount: %v", path, err)
-	}
-	return b
+	return out
 }
 
 // vhdxHeaderField reads 16 bytes at field of the current header.
@@ -671,6 +682,132 @@ func TestVHDXWriteCrash(t *testing.T) {
 					}
 				}
 			}
+		})
+	}
+}
+
+// TestVHDXWriteHyperV writes to a differencing disk made by Hyper-V (32
+// partially present blocks of 2 MiB, 512-byte sectors), over a parent
+// made here by qemu-img with some data where the child's blocks are and
+// the data write GUID the child links to. vhdimount reads the chain
+// before and after; the parent never changes.
+func TestVHDXWriteHyperV(t *testing.T) {
+	child := vhdxSample(t, "bad/dissect/differencing.avhdx.gz")
+	dir := filepath.Dir(child)
+	parent := filepath.Join(dir, "Generation 1_49C4BAF3-4B25-4406-8C4B-D39E65C32385.avhdx")
+	qemuImg(t, "create", "-q", "-f", "vhdx", "-o", "block_size=2M", parent, "8G")
+	run(t, "qemu-io", "-f", "vhdx", "-c", "write -P 0x11 0 3M", "-c", "write -P 0x22 511M 5M", parent)
+	img, err := os.ReadFile(parent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := vhdxMustGUID("ff34003b-11ed-4cf8-a166-b2be05e20b80")
+	for _, off := range []int{64 << 10, 128 << 10} {
+		h := img[off : off+4096]
+		copy(h[32:48], link[:])
+		binary.LittleEndian.PutUint32(h[4:], vhdxChecksum(h, 4))
+	}
+	if err := os.WriteFile(parent, img, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before := vhdxFileMD5(t, parent)
+
+	// Blocks 0 and 256 are partially present in the child; the others
+	// of these ranges are absent.
+	ranges := [][2]int64{{0, 8 << 20}, {510 << 20, 8 << 20}, {3 << 30, 4 << 20}, {8<<30 - 4<<20, 4 << 20}}
+	want := vhdimountReadRanges(t, child, ranges)
+	d := mustOpen(t, child, Options{})
+	vhdxCompareRanges(t, d, ranges, want)
+	r := rand.New(rand.NewSource(4))
+	for i := 0; i < 40; i++ {
+		k := r.Intn(len(ranges))
+		rg := ranges[k]
+		off := rg[0] + r.Int63n(rg[1]/SectorSize)*SectorSize
+		n := min(int64(1+r.Intn(300))*SectorSize, rg[0]+rg[1]-off)
+		p := make([]byte, n)
+		r.Read(p)
+		if _, err := d.WriteAt(p, off); err != nil {
+			t.Fatal(err)
+		}
+		copy(want[k][off-rg[0]:], p)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got := vhdimountReadRanges(t, child, ranges)
+	for i := range ranges {
+		if !bytes.Equal(got[i], want[i]) {
+			t.Fatalf("vhdimount reads other bytes in range %d (at +%d)", i, vhdxFirstDiff(got[i], want[i]))
+		}
+	}
+	d = mustOpen(t, child, Options{ReadOnly: true})
+	vhdxCompareRanges(t, d, ranges, want)
+	if f, err := d.(Checker).Check(); err != nil || len(f) > 0 {
+		t.Fatalf("Check = %v, %v", f, err)
+	}
+	d.Close()
+	if vhdxFileMD5(t, parent) != before {
+		t.Fatal("the parent changed")
+	}
+}
+
+// vhdxCompareRanges reads each range through d and compares it.
+func vhdxCompareRanges(t *testing.T, d Disk, ranges [][2]int64, want [][]byte) {
+	t.Helper()
+	for i, rg := range ranges {
+		p := make([]byte, rg[1])
+		if _, err := d.ReadAt(p, rg[0]); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(p, want[i]) {
+			t.Fatalf("range %d: vdflat reads other bytes than vhdimount (at +%d)", i, vhdxFirstDiff(p, want[i]))
+		}
+	}
+}
+
+// TestVHDXWriteConcurrent writes from 8 goroutines to interleaved
+// stripes that share blocks (and, with 4 KiB sectors, logical sectors)
+// while another goroutine reads (run with -race).
+func TestVHDXWriteConcurrent(t *testing.T) {
+	for _, diff := range []bool{false, true} {
+		t.Run(map[bool]string{false: "dynamic", true: "differencing-4096"}[diff], func(t *testing.T) {
+			var path string
+			var model []byte
+			if diff {
+				path, model = vhdxDiffFixture(t, 4096, vhdxLowerLocator)
+			} else {
+				path = filepath.Join(t.TempDir(), "disk.vhdx")
+				qemuImg(t, "create", "-q", "-f", "vhdx", "-o", "block_size=1M", path, "12M")
+				model = make([]byte, 12<<20)
+			}
+			d := mustOpen(t, path, Options{})
+			stop := make(chan struct{})
+			readErr := make(chan error, 1)
+			go func() {
+				p := make([]byte, 256<<10)
+				for off := int64(0); ; off = (off + int64(len(p))) % int64(len(model)-len(p)) {
+					select {
+					case <-stop:
+						readErr <- nil
+						return
+					default:
+					}
+					if _, err := d.ReadAt(p, off/SectorSize*SectorSize); err != nil {
+						readErr <- err
+						return
+					}
+				}
+			}()
+			concurrentWrites(t, d, model, 300*SectorSize)
+			close(stop)
+			if err := <-readErr; err != nil {
+				t.Fatal(err)
+			}
+			checkDisk(t, d, model)
+			if err := d.Close(); err != nil {
+				t.Fatal(err)
+			}
+			vhdxVerifyWritten(t, path, model, diff)
 		})
 	}
 }
