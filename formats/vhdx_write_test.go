@@ -142,6 +142,22 @@ func vhdxVerifyWritten(t *testing.T, path string, model []byte, noQemu bool) {
 	if g, _ := vhdxHeaderField(t, path, 48); !g.isZero() {
 		t.Errorf("log GUID %s after a clean close", g)
 	}
+	// Both header copies valid, one sequence number apart, alike but
+	// for it: each update rewrites both.
+	img, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h1, h2 := img[64<<10:68<<10], img[128<<10:132<<10]
+	for _, h := range [][]byte{h1, h2} {
+		if string(h[:4]) != "head" || binary.LittleEndian.Uint32(h[4:]) != vhdxChecksum(h, 4) {
+			t.Fatal("a header copy is invalid")
+		}
+	}
+	s1, s2 := binary.LittleEndian.Uint64(h1[8:]), binary.LittleEndian.Uint64(h2[8:])
+	if s1-s2 != 1 && s2-s1 != 1 || !bytes.Equal(h1[16:80], h2[16:80]) {
+		t.Errorf("header copies: sequence %d and %d, GUIDs and log fields equal: %v", s1, s2, bytes.Equal(h1[16:80], h2[16:80]))
+	}
 	if !noQemu {
 		qemuCheck(t, "vhdx", path)
 		if got := qemuRaw(t, "vhdx", path); !bytes.Equal(got, model) {
