@@ -140,7 +140,7 @@ func (d *vhdxDisk) writeBlocker() string {
 	rt := make([]byte, vhdxRegionLen)
 	var metaOff, metaLen int64
 	for _, off := range []int64{vhdxRegion1Off, vhdxRegion2Off} {
-		if readFullAt(d.f, rt, off, "vhdx", d.path) != nil {
+		if d.r.readAt(rt, off) != nil {
 			return "vhdx: region table unreadable"
 		}
 		if string(rt[:4]) == "regi" && binary.LittleEndian.Uint32(rt[4:]) == vhdxChecksum(rt, 4) {
@@ -167,7 +167,7 @@ func (d *vhdxDisk) writeBlocker() string {
 		res = append(res, [2]int64{off, off + length})
 	}
 	tbl := make([]byte, vhdxMetaTableLen)
-	if metaLen < vhdxMetaTableLen || readFullAt(d.f, tbl, metaOff, "vhdx", d.path) != nil {
+	if metaLen < vhdxMetaTableLen || d.r.readAt(tbl, metaOff) != nil {
 		return "vhdx: metadata table unreadable"
 	}
 	n = min(int(binary.LittleEndian.Uint16(tbl[10:])), vhdxMaxEntries)
