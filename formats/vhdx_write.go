@@ -725,7 +725,8 @@ func (d *vhdxDisk) Flush() error {
 }
 
 // closeWrite flushes and marks the log empty: every entry has been
-// applied, so the next open has nothing to replay.
+// applied, so the next open has nothing to replay. After a failed write
+// the last entry may be applied only in part: the log stays for replay.
 func (d *vhdxDisk) closeWrite() error {
 	if d.w.readOnly {
 		return nil
@@ -733,7 +734,7 @@ func (d *vhdxDisk) closeWrite() error {
 	err := d.Flush()
 	d.w.allocMu.Lock()
 	defer d.w.allocMu.Unlock()
-	if err == nil && !d.w.logGUID.isZero() {
+	if err == nil && !d.w.logGUID.isZero() && d.w.failed.Load() == nil {
 		err = d.updateHeaders(func(h []byte) { clear(h[vhdxHdrLog : vhdxHdrLog+16]) })
 		d.w.logGUID = vhdxGUID{}
 	}
