@@ -75,30 +75,24 @@ func (d *vhdxDisk) openWrite(info *Info, opt Options) error {
 	if w.readOnly {
 		return nil
 	}
-	if d.r.ov == nil && d.w.logSet {
+	if d.r.ov == nil && !w.logSet {
+		return nil
+	}
+	if err := d.beginChange(false); err != nil {
+		return err
+	}
+	if d.r.ov == nil {
 		// A log GUID with no valid entry behind it (a cut before the first
 		// entry was complete): nothing to replay, but the log is not
 		// empty until the GUID is gone.
-		if err := d.beginChange(false); err != nil {
-			return err
-		}
-		if err := d.updateHeaders(func(h []byte) { clear(h[vhdxHdrLog : vhdxHdrLog+16]) }); err != nil {
-			return err
-		}
+		return d.updateHeaders(func(h []byte) { clear(h[vhdxHdrLog : vhdxHdrLog+16]) })
 	}
-	if d.r.ov != nil {
-		if err := d.beginChange(false); err != nil {
-			return err
-		}
-		if err := d.replayIntoFile(); err != nil {
-			return err
-		}
-		info.Features = append(info.Features, "log replayed into the file")
-		for i, f := range info.Features {
-			if f == "log replayed in memory" {
-				info.Features = append(info.Features[:i], info.Features[i+1:]...)
-				break
-			}
+	if err := d.replayIntoFile(); err != nil {
+		return err
+	}
+	for i, f := range info.Features {
+		if f == "log replayed in memory" {
+			info.Features[i] = "log replayed into the file"
 		}
 	}
 	return nil
