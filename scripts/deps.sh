@@ -6,7 +6,7 @@ need=""
 for t in fusermount3:fuse3 qemu-img:qemu-utils mmls:sleuthkit fls:sleuthkit \
 	ewfacquire:ewf-tools ewfexport:ewf-tools dmg2img:dmg2img affconvert:afflib-tools \
 	sfdisk:fdisk fdisk:fdisk blkid:util-linux setpriv:util-linux file:file cmp:diffutils \
-	mkfs.ext4:e2fsprogs bzip2:bzip2 xz:xz-utils; do
+	mkfs.ext4:e2fsprogs bzip2:bzip2 xz:xz-utils vhdimount:libvhdi-utils; do
 	command -v "${t%%:*}" >/dev/null 2>&1 || need="$need ${t#*:}"
 done
 [ -z "$need" ] && exit 0
