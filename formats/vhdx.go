@@ -1,9 +1,10 @@
 package formats
 
-// VHDX (Hyper-V virtual hard disk v2), read-only: fixed, dynamic and
-// differencing images, 512 and 4096-byte logical sectors, block sizes of
-// 1-256 MiB. A dirty metadata log is replayed in memory (the file is never
-// written). Layout facts from MS-VHDX and libvhdi's VHDX documentation.
+// VHDX (Hyper-V virtual hard disk v2): fixed, dynamic and differencing
+// images, 512 and 4096-byte logical sectors, block sizes of 1-256 MiB;
+// writes in vhdx_write.go. A dirty metadata log is replayed in memory on a
+// read-only open (the file is never written), into the file on a
+// read-write one. Layout facts from MS-VHDX and libvhdi's VHDX documentation.
 
 import (
 	"encoding/binary"
@@ -16,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unicode/utf16"
 )
 
@@ -245,18 +247,19 @@ func (o *vhdxOverlay) apply(p []byte, off int64) {
 
 // vhdxFile reads the image file as it is after log replay.
 type vhdxFile struct {
-	f    *os.File
-	path string
-	size int64 // real file size
-	ov   *vhdxOverlay
+	f     *os.File
+	path  string
+	size  int64 // real file size
+	ov    *vhdxOverlay
+	grown atomic.Int64 // file size after writes extended it
 }
 
-// end is the size of the file after log replay.
+// end is the size of the file after log replay and writes.
 func (r *vhdxFile) end() int64 {
 	if r.ov != nil {
 		return max(r.size, r.ov.end)
 	}
-	return r.size
+	return max(r.size, r.grown.Load())
 }
 
 func (r *vhdxFile) readAt(p []byte, off int64) error {
@@ -281,7 +284,6 @@ func (r *vhdxFile) readAt(p []byte, off int64) error {
 
 // vhdxDisk is an open VHDX image (and its parent, for a differencing one).
 type vhdxDisk struct {
-	readOnlyFormat
 	path string
 	f    *os.File
 	r    *vhdxFile
@@ -302,12 +304,12 @@ type vhdxDisk struct {
 	info      Info
 	allocOnce sync.Once
 	allocated int64
+
+	w vhdxWriter // vhdx_write.go
 }
 
 func vhdxOpen(path string, opt Options) (Disk, error) {
-	// Read-only format: the file is always opened read-only, whatever
-	// opt.ReadOnly says, so nothing can ever be written to it.
-	f, err := OpenImageFile(path, false)
+	f, err := openFile(path, opt.ReadOnly)
 	if err != nil {
 		return nil, err
 	}
@@ -328,8 +330,7 @@ func vhdxOpenFile(f *os.File, path string, opt Options) (*vhdxDisk, error) {
 		return nil, corruptf("vhdx", path, -1, "file of %d bytes is smaller than the 1 MiB header area", fsize)
 	}
 	d := &vhdxDisk{path: path, f: f, r: &vhdxFile{f: f, path: path, size: fsize}}
-	info := Info{Format: "vhdx", Path: path, Files: []string{path}, ReadOnly: true,
-		ReadOnlyReason: "vhdx: writing is not supported", Metadata: map[string]string{}}
+	info := Info{Format: "vhdx", Path: path, Files: []string{path}, Metadata: map[string]string{}}
 
 	// File type identifier and creator.
 	ident := make([]byte, 520)
@@ -398,6 +399,9 @@ func vhdxOpenFile(f *os.File, path string, opt Options) (*vhdxDisk, error) {
 		if err := d.openParent(&info, opt); err != nil {
 			return nil, err
 		}
+	}
+	if err := d.openWrite(&info, opt); err != nil {
+		return nil, err
 	}
 	d.info = info
 	return d, nil
@@ -927,6 +931,7 @@ func (d *vhdxDisk) batEntry(i int64) (uint64, error) {
 	if t, ok := d.bat.Get(piece); ok {
 		return t[i%vhdxBATChunk], nil
 	}
+	gen := d.cacheGen()
 	first := piece * vhdxBATChunk
 	n := min(vhdxBATChunk, d.batEntries-first)
 	buf := make([]byte, n*8)
@@ -937,7 +942,7 @@ func (d *vhdxDisk) batEntry(i int64) (uint64, error) {
 	for j := range t {
 		t[j] = binary.LittleEndian.Uint64(buf[8*j:])
 	}
-	d.bat.Put(piece, t)
+	d.putBAT(piece, t, gen)
 	return t[i%vhdxBATChunk], nil
 }
 
@@ -976,6 +981,7 @@ func (d *vhdxDisk) bitmap(b int64) ([]byte, error) {
 	if bm, ok := d.bitmaps.Get(b); ok {
 		return bm, nil
 	}
+	gen := d.cacheGen()
 	chunk := b / d.chunkRatio
 	e, err := d.batEntry(chunk*(d.chunkRatio+1) + d.chunkRatio)
 	if err != nil {
@@ -993,7 +999,7 @@ func (d *vhdxDisk) bitmap(b int64) ([]byte, error) {
 	if err := d.r.readAt(bm, sbOff+(b%d.chunkRatio)*perBlock); err != nil {
 		return nil, err
 	}
-	d.bitmaps.Put(b, bm)
+	d.putBitmap(b, bm, gen)
 	return bm, nil
 }
 
@@ -1142,7 +1148,7 @@ func (d *vhdxDisk) parentMap(off, length int64) (bool, int64, error) {
 }
 
 func (d *vhdxDisk) Close() error {
-	return closeChain(nil, d.f, d.parent)
+	return closeChain(d.closeWrite(), d.f, d.parent)
 }
 
 func (d *vhdxDisk) Info() Info { return d.describe(true) }

@@ -44,7 +44,7 @@ func TestVHDXQemu(t *testing.T) {
 			checkDisk(t, d, want)
 			checkConcurrentReads(t, d, want)
 			info := d.Info()
-			if info.Format != "vhdx" || info.Variant != c.want || !info.ReadOnly || info.ReadOnlyReason != "vhdx: writing is not supported" {
+			if info.Format != "vhdx" || info.Variant != c.want || !info.ReadOnly || info.ReadOnlyReason != "opened read-only" {
 				t.Errorf("Info = %+v", info)
 			}
 			if info.Metadata["logical_sector_size"] != "512" || info.Metadata["creator"] == "" || info.Metadata["data_write_guid"] == "" {
@@ -61,11 +61,11 @@ func TestVHDXQemu(t *testing.T) {
 func TestVHDXReadOnly(t *testing.T) {
 	img, _ := vhdxQemuFixture(t, 2<<20, 7, "subformat=dynamic")
 	before := readFile(t, img)
-	d := mustOpen(t, img, Options{}) // read-write requested: still read-only
+	d := mustOpen(t, img, Options{ReadOnly: true})
 	if _, err := d.WriteAt(make([]byte, 512), 0); !errors.Is(err, ErrReadOnly) {
 		t.Fatalf("WriteAt = %v, want ErrReadOnly", err)
 	}
-	if info := d.Info(); !info.ReadOnly || info.ReadOnlyReason != "vhdx: writing is not supported" {
+	if info := d.Info(); !info.ReadOnly || info.ReadOnlyReason != "opened read-only" {
 		t.Fatalf("Info = %+v", info)
 	}
 	if _, err := d.ReadAt(make([]byte, 1000), 0); !errors.Is(err, ErrInvalid) {
@@ -485,7 +485,7 @@ func TestVHDXDifferencing(t *testing.T) {
 		t.Run(strconv.FormatInt(sector, 10), func(t *testing.T) {
 			child, want := vhdxDiffFixture(t, sector, vhdxStdLocator)
 			parentBefore := readFile(t, filepath.Join(filepath.Dir(child), "disk.vhdx"))
-			d := mustOpen(t, child, Options{})
+			d := mustOpen(t, child, Options{ReadOnly: true})
 			checkDisk(t, d, want)
 			checkConcurrentReads(t, d, want)
 			checkMap(t, d, want, nil)

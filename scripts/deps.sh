@@ -7,7 +7,8 @@ for t in fusermount3:fuse3 qemu-img:qemu-utils mmls:sleuthkit fls:sleuthkit \
 	ewfacquire:ewf-tools ewfexport:ewf-tools dmg2img:dmg2img affconvert:afflib-tools \
 	sfdisk:fdisk fdisk:fdisk blkid:util-linux setpriv:util-linux file:file cmp:diffutils \
 	mkfs.ext4:e2fsprogs bzip2:bzip2 xz:xz-utils qemu-io:qemu-utils mountpoint:util-linux \
-	mkfs.vfat:dosfstools mcopy:mtools groff:groff-base man:man-db zsh:zsh fish:fish; do
+	mkfs.vfat:dosfstools mcopy:mtools groff:groff-base man:man-db zsh:zsh fish:fish \
+	vhdimount:libvhdi-utils; do
 	command -v "${t%%:*}" >/dev/null 2>&1 || need="$need ${t#*:}"
 done
 [ -z "$need" ] && exit 0
