@@ -582,16 +582,7 @@ type parallelsDescriptor struct {
 		DiskSize int64 `xml:"Disk_size"`
 		Padding  int64 `xml:"Padding"`
 	} `xml:"Disk_Parameters"`
-	Storages []struct {
-		Start     int64 `xml:"Start"`
-		End       int64 `xml:"End"`
-		Blocksize int64 `xml:"Blocksize"`
-		Images    []struct {
-			GUID string `xml:"GUID"`
-			Type string `xml:"Type"`
-			File string `xml:"File"`
-		} `xml:"Image"`
-	} `xml:"StorageData>Storage"`
+	Storages  []parallelsStorage `xml:"StorageData>Storage"`
 	Snapshots struct {
 		TopGUID string `xml:"TopGUID"`
 		Shots   []struct {
@@ -599,6 +590,30 @@ type parallelsDescriptor struct {
 			ParentGUID string `xml:"ParentGUID"`
 		} `xml:"Shot"`
 	} `xml:"Snapshots"`
+}
+
+// parallelsStorage is one range of the disk (sectors [Start, End)) with
+// one image per snapshot.
+type parallelsStorage struct {
+	Start     int64 `xml:"Start"`
+	End       int64 `xml:"End"`
+	Blocksize int64 `xml:"Blocksize"`
+	Images    []struct {
+		GUID string `xml:"GUID"`
+		Type string `xml:"Type"`
+		File string `xml:"File"`
+	} `xml:"Image"`
+}
+
+type parallelsImage struct{ typ, file string }
+
+// images maps the storage's images by GUID (lowercase).
+func (st *parallelsStorage) images() map[string]parallelsImage {
+	m := map[string]parallelsImage{}
+	for _, im := range st.Images {
+		m[strings.ToLower(strings.TrimSpace(im.GUID))] = parallelsImage{strings.TrimSpace(im.Type), strings.TrimSpace(im.File)}
+	}
+	return m
 }
 
 const (
@@ -641,6 +656,12 @@ func (b *parallelsBundle) Info() Info {
 }
 
 func parallelsOpenBundle(xmlPath string, opt Options) (Disk, error) {
+	return parallelsOpenBundleAt(xmlPath, opt, "")
+}
+
+// parallelsOpenBundleAt opens the bundle as snapshot at (a GUID) sees
+// it, or at its top snapshot when at is empty.
+func parallelsOpenBundleAt(xmlPath string, opt Options, at string) (Disk, error) {
 	f, err := OpenImageFile(xmlPath, false)
 	if err != nil {
 		return nil, err
@@ -660,23 +681,22 @@ func parallelsOpenBundle(xmlPath string, opt Options) (Disk, error) {
 	if desc.Params.Padding != 0 {
 		return nil, unsupportedf("parallels", xmlPath, "disk padding %d", desc.Params.Padding)
 	}
-	if len(desc.Storages) != 1 {
-		if len(desc.Storages) == 0 {
-			return nil, corruptf("parallels", xmlPath, -1, "descriptor names no storage")
-		}
-		return nil, unsupportedf("parallels", xmlPath, "split image (%d storages)", len(desc.Storages))
+	if len(desc.Storages) == 0 {
+		return nil, corruptf("parallels", xmlPath, -1, "descriptor names no storage")
+	}
+	if len(desc.Storages) > parallelsMaxStorages {
+		return nil, corruptf("parallels", xmlPath, -1, "%d storages (more than %d)", len(desc.Storages), parallelsMaxStorages)
 	}
 	st := desc.Storages[0]
-	type image struct{ typ, file string }
-	images := map[string]image{}
-	for _, im := range st.Images {
-		images[strings.ToLower(strings.TrimSpace(im.GUID))] = image{strings.TrimSpace(im.Type), strings.TrimSpace(im.File)}
-	}
+	images := st.images()
 	parents := map[string]string{}
 	for _, s := range desc.Snapshots.Shots {
 		parents[strings.ToLower(strings.TrimSpace(s.GUID))] = strings.ToLower(strings.TrimSpace(s.ParentGUID))
 	}
 	top := strings.ToLower(strings.TrimSpace(desc.Snapshots.TopGUID))
+	if at != "" {
+		top = at
+	}
 	if top == "" {
 		top = parallelsTopGUID
 		if _, ok := images[top]; !ok && len(st.Images) == 1 {
@@ -700,12 +720,29 @@ func parallelsOpenBundle(xmlPath string, opt Options) (Disk, error) {
 	if len(chain) == 0 {
 		return nil, corruptf("parallels", xmlPath, -1, "no top snapshot image")
 	}
+	var disk Disk
+	if len(desc.Storages) == 1 {
+		disk, err = parallelsOpenStorage(xmlPath, st, chain, opt)
+	} else {
+		disk, err = parallelsOpenSplit(xmlPath, desc.Storages, chain, opt)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("parallels: %s: %w", xmlPath, err)
+	}
+	return &parallelsBundle{Disk: disk, xmlPath: xmlPath, chain: chain}, nil
+}
+
+// parallelsOpenStorage opens the images of one storage along chain (GUIDs,
+// top first), the root first, each backing the one above it.
+func parallelsOpenStorage(xmlPath string, st parallelsStorage, chain []string, opt Options) (Disk, error) {
+	images := st.images()
 	dir := filepath.Dir(xmlPath)
 	var disk Disk
+	var err error
 	for k := len(chain) - 1; k >= 0; k-- {
-		im := images[chain[k]]
+		im, ok := images[chain[k]]
 		p := im.file
-		if p == "" {
+		if !ok || p == "" {
 			err = corruptf("parallels", xmlPath, -1, "image %s has no file", chain[k])
 			break
 		}
@@ -735,9 +772,9 @@ func parallelsOpenBundle(xmlPath string, opt Options) (Disk, error) {
 		if disk != nil {
 			disk.Close()
 		}
-		return nil, fmt.Errorf("parallels: %s: %w", xmlPath, err)
+		return nil, err
 	}
-	return &parallelsBundle{Disk: disk, xmlPath: xmlPath, chain: chain}, nil
+	return disk, nil
 }
 
 // CanWrite: an image marked in use or carrying a format extension is

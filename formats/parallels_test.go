@@ -313,10 +313,10 @@ func TestParallelsBundle(t *testing.T) {
 	if _, err := Open(dir, Options{ReadOnly: true}); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("missing image: %v, want ErrNotExist", err)
 	}
-	// Split storages and unknown XML.
+	// Empty storages and unknown XML.
 	os.WriteFile(xmlPath, []byte(`<Parallels_disk_image Version="1.0"><StorageData><Storage/><Storage/></StorageData></Parallels_disk_image>`), 0o644)
-	if _, err := Open(dir, Options{ReadOnly: true}); !errors.Is(err, ErrUnsupported) {
-		t.Fatalf("split image: %v, want ErrUnsupported", err)
+	if _, err := Open(dir, Options{ReadOnly: true}); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("empty storages: %v, want ErrCorrupt", err)
 	}
 	os.WriteFile(xmlPath, []byte(`<Parallels_disk_image Version="1.0"><StorageData>`), 0o644)
 	if _, err := Open(dir, Options{ReadOnly: true}); !errors.Is(err, ErrCorrupt) {
