@@ -94,15 +94,14 @@ func TestParallelsSplit(t *testing.T) {
 		}
 		off += n
 	}
-	d.Close()
 
 	// The root snapshot of the split bundle, as the bundle saw it then.
-	rd, err := parallelsOpenBundleAt(xmlPath, Options{ReadOnly: true}, rootGUID)
-	if err != nil {
-		t.Fatal(err)
+	pits, err := PointsInTime(d, Options{})
+	if err != nil || len(pits) != 1 || pits[0].Name != "parent-1-"+rootGUID || pits[0].Kind != "parent" {
+		t.Fatalf("points in time %+v, %v", pits, err)
 	}
-	checkDisk(t, rd, wantRoot)
-	rd.Close()
+	checkPointInTime(t, pits[0], wantRoot)
+	d.Close()
 
 	// Writes across storage boundaries land in each storage's top image.
 	model := append([]byte(nil), want...)
