@@ -87,7 +87,14 @@ func (d *qcow2Disk) pointsInTime(opt Options) ([]PointInTime, error) {
 	if err != nil {
 		return nil, err
 	}
-	files := d.Info().Files // no allocation count: L2 tables are not read here
+	files := []string{d.path}
+	if d.extData {
+		files = append(files, d.dataPath)
+	}
+	if d.parent != nil {
+		pi, _ := QuickInfo(d.parent)
+		files = append(files, chainFiles(&pi)...)
+	}
 	out := make([]PointInTime, 0, len(snaps))
 	for _, s := range snaps {
 		s := s
