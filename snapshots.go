@@ -10,9 +10,12 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log"
 	"sync"
 	"time"
+
+	"github.com/urfave/cli/v2"
 
 	"vdflat/formats"
 )
@@ -215,4 +218,65 @@ func (fsys *filesys) forgetSnapshots(name string) {
 		return
 	}
 	fsys.invalidate(fsys.t.snaps.top, name)
+}
+
+// snapshotFlag picks a point in time for flatten and verify.
+var snapshotFlag = &cli.StringFlag{Name: "snapshot", Usage: "work on point in time `NAME` (as info lists it, or a qcow2 snapshot's name or id) instead of the current state"}
+
+// openImageArg opens path for a command, or with --snapshot one of its
+// points in time.
+func openImageArg(c *cli.Context, path string) (formats.Disk, error) {
+	opts := imageOptions(c)
+	d, err := formats.Open(path, opts)
+	name := c.String("snapshot")
+	if err != nil || name == "" {
+		return d, err
+	}
+	defer d.Close()
+	p, err := formats.FindPointInTime(d, opts, name)
+	if err != nil {
+		return nil, err
+	}
+	return p.Open()
+}
+
+// snapshotReport is one point in time as info shows it.
+type snapshotReport struct {
+	Name    string    `json:"name"` // the file name in /Snapshots/DISK, and --snapshot's NAME
+	Kind    string    `json:"kind"` // "snapshot" or "parent"
+	Label   string    `json:"label"`
+	ID      string    `json:"id,omitempty"`
+	Created time.Time `json:"created,omitzero"`
+	Size    int64     `json:"virtual_size"`
+	Path    string    `json:"path"`
+}
+
+func snapshotReports(d formats.Disk, opts formats.Options) []snapshotReport {
+	pits, err := formats.PointsInTime(d, opts)
+	if err != nil {
+		return []snapshotReport{{Name: "?", Kind: "error", Label: err.Error()}}
+	}
+	out := []snapshotReport{}
+	for _, p := range pits {
+		out = append(out, snapshotReport{p.Name, p.Kind, p.Label, p.ID, p.Created, p.Size, p.Path})
+	}
+	return out
+}
+
+func printSnapshots(w io.Writer, reps []snapshotReport) {
+	for _, s := range reps {
+		v := s.Kind
+		if s.ID != "" && s.Kind == "snapshot" {
+			v += " id " + s.ID
+		}
+		if !s.Created.IsZero() {
+			v += ", " + s.Created.Format(time.RFC3339)
+		}
+		if s.Kind == "error" {
+			v = s.Label
+		} else {
+			v += ", " + sizeString(s.Size)
+		}
+		fmt.Fprintf(w, "%s:\t%s\n", escapeText("point in time "+s.Name), escapeText(v))
+	}
 }
