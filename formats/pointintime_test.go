@@ -156,3 +156,16 @@ func TestSafeNames(t *testing.T) {
 		}
 	}
 }
+
+// A differencing VHD made by Windows: its parent level is the parent
+// image as qemu reads it alone.
+func TestPointsInTimeVHDSample(t *testing.T) {
+	child := sampleFile(t, "go-vhd/win8-child.vhd", "win8.vhd")
+	d := mustOpen(t, child, Options{ReadOnly: true})
+	defer d.Close()
+	pits, err := PointsInTime(d, Options{})
+	if err != nil || len(pits) != 1 || pits[0].Name != "parent-1-win8.vhd" {
+		t.Fatalf("points in time %+v, %v", pits, err)
+	}
+	checkPointInTime(t, pits[0], qemuRaw(t, "vpc", filepath.Join(filepath.Dir(child), "win8.vhd")))
+}
