@@ -102,10 +102,7 @@ func TestMountSnapshots(t *testing.T) {
 			t.Fatalf("%s: read %d bytes, first difference at %d", name, n, firstDiff(got[:n], data))
 		}
 		f.Close()
-		for i := 0; m.fdsOf(img) != idle && i < 100; i++ {
-			time.Sleep(10 * time.Millisecond)
-		}
-		if m.fdsOf(img) != idle {
+		if !eventually(func() bool { return m.fdsOf(img) == idle }) {
 			t.Fatalf("%s: still open after its last handle closed", name)
 		}
 	}
@@ -135,10 +132,51 @@ func TestMountSnapshots(t *testing.T) {
 		t.Fatalf("read after detach: %d, %v", n, err)
 	}
 	f.Close()
-	for i := 0; isOpenBy(img) && i < 100; i++ {
+	if !eventually(func() bool { return !isOpenBy(img) }) {
+		t.Fatal("the image is still open after detach and the last release")
+	}
+}
+
+// eventually reports whether cond holds within a second: the kernel
+// tells the daemon of a release after close(2) returned.
+func eventually(cond func() bool) bool {
+	for i := 0; i < 100; i++ {
+		if cond() {
+			return true
+		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if isOpenBy(img) {
-		t.Fatal("the image is still open after detach and the last release")
+	return cond()
+}
+
+// A point in time is opened with the rights of whoever attached the
+// disk, never the daemon's: once the user may no longer read the base
+// image, its level cannot be opened through the user's attachment.
+func TestSecuritySnapshotCallerRights(t *testing.T) {
+	needTool(t, "setpriv")
+	const user = "65534"
+	pub := publicDir(t)
+	base := filepath.Join(pub, "base.qcow2")
+	top := filepath.Join(pub, "top.qcow2")
+	runTool(t, "", "qemu-img", "create", "-q", "-f", "qcow2", base, "1M")
+	runTool(t, "", "qemu-io", "-f", "qcow2", "-c", "write -P 0x33 0 64k", base)
+	runTool(t, "", "qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", top)
+	for _, f := range []string{base, top} {
+		if err := os.Chmod(f, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := startMountAt(t, filepath.Join(pub, "mnt"), "-o", "allow_other,uid=65534,gid=65534")
+	if out, err := as(user, "ln", "-s", top, filepath.Join(m.flat, "u")); err != nil {
+		t.Fatalf("user attaching: %v %s\n%s", err, out, m.log())
+	}
+	m.attach(t, top, "r")
+	if err := os.Chmod(base, 0o600); err != nil { // root's only from now on
+		t.Fatal(err)
+	}
+	_, err := os.ReadFile(filepath.Join(m.dir, "Snapshots", "u", "parent-1-base.qcow2"))
+	wantErrno(t, "opening the base level through the user's attachment", err, syscall.EACCES)
+	if b, err := os.ReadFile(filepath.Join(m.dir, "Snapshots", "r", "parent-1-base.qcow2")); err != nil || b[0] != 0x33 {
+		t.Fatalf("through root's attachment: %v", err)
 	}
 }

@@ -60,19 +60,7 @@ func (d *parallelsSplit) Size() int64 { return d.size }
 // each runs op on the pieces of [off, off+len(p)) below Size, with the
 // offset inside each piece.
 func (d *parallelsSplit) each(p []byte, off int64, op func(pc *parallelsPiece, b []byte, in int64) error) error {
-	if rem := d.size - off; int64(len(p)) > rem {
-		p = p[:max(rem, 0)]
-	}
-	i := sort.Search(len(d.pieces), func(i int) bool { return d.pieces[i].start+d.pieces[i].size > off })
-	for ; len(p) > 0 && i < len(d.pieces); i++ {
-		pc := &d.pieces[i]
-		n := min(int64(len(p)), pc.start+pc.size-off)
-		if err := op(pc, p[:n], off-pc.start); err != nil {
-			return err
-		}
-		p, off = p[n:], off+n
-	}
-	return nil
+	return forPieces(d.pieces, func(pc *parallelsPiece) (int64, int64) { return pc.start, pc.size }, d.size, p, off, op)
 }
 
 func (d *parallelsSplit) ReadAt(p []byte, off int64) (int, error) {
