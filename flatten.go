@@ -40,7 +40,7 @@ func flattenCommand(c *cli.Context) error {
 			return cli.Exit(err.Error(), 2)
 		}
 	}
-	d, err := formats.Open(src, imageOptions(c))
+	d, err := openImageArg(c, src)
 	if err != nil {
 		return cli.Exit(fmt.Sprintf("%s: %v", src, err), 1)
 	}

@@ -199,7 +199,11 @@ type fsDir struct {
 }
 
 func (n *fsDir) Attr(ctx context.Context, a *fuse.Attr) error {
-	n.fsys.fillAttr(a, n.d.ino, os.ModeDir|0o755)
+	mode := os.FileMode(0o755)
+	if n.fsys.t.isReadOnlyDir(n.d) {
+		mode = 0o555
+	}
+	n.fsys.fillAttr(a, n.d.ino, os.ModeDir|mode)
 	a.Nlink = 2
 	mt := n.fsys.t.dirMtime(n.d)
 	a.Mtime, a.Ctime = mt, mt
@@ -244,9 +248,10 @@ func (n *fsDir) Remove(ctx context.Context, req *fuse.RemoveRequest) error {
 	}
 	old, _ := n.fsys.t.lookup(n.d, req.Name)
 	f, isFlat := old.(*flatFile)
-	var pname string
+	var pname, sname string
 	if isFlat {
 		pname, _ = n.fsys.t.partitionDirName(f)
+		sname, _ = n.fsys.t.snapshotDirName(f)
 	}
 	img, gone, err := n.fsys.t.remove(n.d, req.Name, req.Dir)
 	if err != nil {
@@ -258,6 +263,7 @@ func (n *fsDir) Remove(ctx context.Context, req *fuse.RemoveRequest) error {
 		if pd, ok := n.fsys.t.lookup(n.fsys.t.root, partitionsDirName); ok && pname != "" {
 			n.fsys.invalidate(pd, pname)
 		}
+		n.fsys.forgetSnapshots(sname)
 	}
 	n.fsys.closeImage(img)
 	return nil
@@ -388,6 +394,7 @@ func (fsys *filesys) attachAs(c caller, d *dir, name, target string) (*flatFile,
 		log.Printf("attached %s: warning: %s", name, w)
 	}
 	fsys.showPartitions(f, name)
+	fsys.showSnapshots(f, name)
 	return f, nil
 }
 
@@ -499,6 +506,11 @@ func (n *fsFile) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.Ope
 			}
 			return nil, toErrno(err)
 		}
+	}
+	if err := n.f.img.useDisk(); err != nil {
+		n.fsys.closeImage(n.f.release(write))
+		log.Printf("%s: %v", n.f.img.path, err)
+		return nil, toErrno(err)
 	}
 	if n.keepCache(write) {
 		// Read-mostly disks are read again and again (mmls, then fls,
@@ -637,6 +649,7 @@ func (h *fileHandle) Release(ctx context.Context, req *fuse.ReleaseRequest) erro
 			h.fsys.showPartitions(h.f, name)
 		}
 	}
+	h.f.img.unuseDisk()
 	if img := h.f.release(h.write); img != nil {
 		if err := img.Close(); err != nil {
 			log.Printf("closing %s: %v", img.path, err)

@@ -38,6 +38,7 @@ type image struct {
 	gid    uint32
 	perm   uint32 // the image file's owner, group and permission bits
 
+	lazy       *lazyDisk // a point in time: its disk is open only while a handle is (snapshots.go)
 	writeLocks rangeLock
 	qemuLocks  *imageLocks // held while open for writing
 }

@@ -28,6 +28,7 @@ type imageReport struct {
 	Info       formats.Info        `json:"chain"`
 	Partitions []formats.Partition `json:"partitions"`
 	PartError  string              `json:"partition_error,omitempty"`
+	Snapshots  []snapshotReport    `json:"snapshots"` // points in time (snapshots.go)
 }
 
 func describe(path string, opts formats.Options) (*imageReport, error) {
@@ -46,6 +47,7 @@ func describe(path string, opts formats.Options) (*imageReport, error) {
 	}
 	r.Writable = formats.CanWrite(d) && filesWritable(info.Files)
 	r.Info.Warnings = append(r.Info.Warnings, atimeWarnings(&info, uint32(os.Geteuid()))...)
+	r.Snapshots = snapshotReports(d, opts)
 	parts, err := formats.Partitions(d)
 	if err != nil {
 		r.PartError = err.Error()
@@ -142,6 +144,7 @@ func printReport(w io.Writer, r *imageReport) {
 		}
 		line(fmt.Sprintf("parent %d", i), fmt.Sprintf("%s, %s, %s", p.Path, v, sizeString(p.Size)))
 	}
+	printSnapshots(tw, r.Snapshots)
 	tw.Flush()
 	if r.PartError != "" {
 		fmt.Fprintf(w, "partitions: %s\n", escapeText(r.PartError))

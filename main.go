@@ -114,6 +114,7 @@ func commands() []*cli.Command {
 				&cli.BoolFlag{Name: "force", Usage: "overwrite OUTPUT if it exists"},
 				&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress bar"},
 				&cli.StringFlag{Name: "hash", Usage: "print the `ALGO` (md5, sha1, sha256) hash of the flattened disk"},
+				snapshotFlag,
 			}, imgFlags...),
 			Action: flattenCommand,
 		},
@@ -121,7 +122,7 @@ func commands() []*cli.Command {
 			Name:      "verify",
 			Usage:     "read all of IMAGE, check what its format can check, print MD5, SHA-1 and SHA-256 (exit 1 on any finding)",
 			ArgsUsage: "IMAGE",
-			Flags:     append([]cli.Flag{&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress bar"}}, imgFlags...),
+			Flags:     append([]cli.Flag{&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress bar"}, snapshotFlag}, imgFlags...),
 			Action:    verifyCommand,
 		},
 		{

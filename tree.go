@@ -44,6 +44,7 @@ type tree struct {
 	nextIno uint64
 	root    *dir
 	parts   map[*flatFile]*dir // each disk's directory under /Partitions
+	snaps   snapshotDirs       // /Snapshots and each disk's directory there
 	errs    []attachError      // most recent last
 }
 
@@ -99,6 +100,7 @@ func newTree(uid, gid uint32, maxReaders int) *tree {
 	t.root.entries[statusFileName] = &statusFile{ino: t.allocIno()}
 	t.root.entries[flattenedDirName] = t.newDir()
 	t.root.entries[partitionsDirName] = t.newDir()
+	t.root.entries[snapshotsDirName] = t.snaps.init(t)
 	return t
 }
 
@@ -258,6 +260,9 @@ func (t *tree) mkdir(d *dir, name string) (*dir, error) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.snaps.readOnly(d) {
+		return nil, syscall.EROFS
+	}
 	if _, ok := d.entries[name]; ok {
 		return nil, syscall.EEXIST
 	}
@@ -272,6 +277,9 @@ func (t *tree) available(d *dir, name string) error {
 	if err := checkName(name); err != nil {
 		return err
 	}
+	if t.isReadOnlyDir(d) {
+		return syscall.EROFS
+	}
 	if _, ok := t.lookup(d, name); ok {
 		return syscall.EEXIST
 	}
@@ -285,6 +293,9 @@ func (t *tree) attach(d *dir, name string, img *image) (*flatFile, error) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.snaps.readOnly(d) {
+		return nil, syscall.EROFS
+	}
 	if _, ok := d.entries[name]; ok {
 		return nil, syscall.EEXIST
 	}
@@ -303,6 +314,9 @@ func (t *tree) remove(d *dir, name string, isDir bool) (*image, []node, error) {
 	n, ok := d.entries[name]
 	if !ok {
 		return nil, nil, syscall.ENOENT
+	}
+	if sub, isDir := n.(*dir); t.snaps.readOnly(d) || isDir && t.snaps.readOnly(sub) {
+		return nil, nil, syscall.EROFS
 	}
 	switch n := n.(type) {
 	case *dir:
@@ -327,6 +341,7 @@ func (t *tree) remove(d *dir, name string, isDir bool) (*image, []node, error) {
 	gone := []node{n}
 	if f, ok := n.(*flatFile); ok {
 		gone = append(gone, t.dropPartitionsLocked(f)...)
+		gone = append(gone, t.dropSnapshotsLocked(f)...)
 		return f.detach(), gone, nil
 	}
 	return nil, gone, nil
@@ -347,6 +362,9 @@ func (t *tree) rename(od *dir, oname string, nd *dir, nname string) (*image, err
 	}
 	if _, ok := n.(*statusFile); ok {
 		return nil, syscall.EPERM
+	}
+	if sub, isDir := n.(*dir); t.snaps.readOnly(od) || t.snaps.readOnly(nd) || isDir && t.snaps.readOnly(sub) {
+		return nil, syscall.EROFS
 	}
 	if od == nd && oname == nname {
 		return nil, nil
@@ -372,6 +390,7 @@ func (t *tree) rename(od *dir, oname string, nd *dir, nname string) (*image, err
 			}
 			closeImg = old.detach()
 			t.dropPartitionsLocked(old)
+			t.dropSnapshotsLocked(old)
 		}
 	}
 	delete(od.entries, oname)
@@ -550,8 +569,10 @@ func (t *tree) statusText() []byte {
 	var b bytes.Buffer
 	files := t.attachedFiles()
 	names := make([]string, 0, len(files))
-	for n := range files {
-		names = append(names, n)
+	for n, f := range files {
+		if f.img.lazy == nil { // points in time are listed by info, not here
+			names = append(names, n)
+		}
 	}
 	sort.Strings(names)
 	fmt.Fprintf(&b, "vdflat %s, up since %s, %d image(s) attached\n\n", t.version, t.started.Format(time.RFC3339), len(names))

@@ -26,7 +26,7 @@ func verifyCommand(c *cli.Context) error {
 		return cli.Exit("verify: want IMAGE", 2)
 	}
 	path := c.Args().First()
-	d, err := formats.Open(path, imageOptions(c))
+	d, err := openImageArg(c, path)
 	if err != nil {
 		return cli.Exit(fmt.Sprintf("%s: %v", path, err), 1)
 	}

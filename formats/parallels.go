@@ -539,16 +539,7 @@ type parallelsDescriptor struct {
 		DiskSize int64 `xml:"Disk_size"`
 		Padding  int64 `xml:"Padding"`
 	} `xml:"Disk_Parameters"`
-	Storages []struct {
-		Start     int64 `xml:"Start"`
-		End       int64 `xml:"End"`
-		Blocksize int64 `xml:"Blocksize"`
-		Images    []struct {
-			GUID string `xml:"GUID"`
-			Type string `xml:"Type"`
-			File string `xml:"File"`
-		} `xml:"Image"`
-	} `xml:"StorageData>Storage"`
+	Storages  []parallelsStorage `xml:"StorageData>Storage"`
 	Snapshots struct {
 		TopGUID string `xml:"TopGUID"`
 		Shots   []struct {
@@ -556,6 +547,30 @@ type parallelsDescriptor struct {
 			ParentGUID string `xml:"ParentGUID"`
 		} `xml:"Shot"`
 	} `xml:"Snapshots"`
+}
+
+// parallelsStorage is one range of the disk (sectors [Start, End)) with
+// one image per snapshot.
+type parallelsStorage struct {
+	Start     int64 `xml:"Start"`
+	End       int64 `xml:"End"`
+	Blocksize int64 `xml:"Blocksize"`
+	Images    []struct {
+		GUID string `xml:"GUID"`
+		Type string `xml:"Type"`
+		File string `xml:"File"`
+	} `xml:"Image"`
+}
+
+type parallelsImage struct{ typ, file string }
+
+// images maps the storage's images by GUID (lowercase).
+func (st *parallelsStorage) images() map[string]parallelsImage {
+	m := map[string]parallelsImage{}
+	for _, im := range st.Images {
+		m[strings.ToLower(strings.TrimSpace(im.GUID))] = parallelsImage{strings.TrimSpace(im.Type), strings.TrimSpace(im.File)}
+	}
+	return m
 }
 
 const (
@@ -598,15 +613,26 @@ func (b *parallelsBundle) Info() Info {
 }
 
 func parallelsOpenBundle(xmlPath string, opt Options) (Disk, error) {
+	return parallelsOpenBundleAt(xmlPath, opt, "")
+}
+
+// parallelsOpenBundleAt opens the bundle as snapshot at (a GUID) sees
+// it, or at its top snapshot when at is empty.
+func parallelsOpenBundleAt(xmlPath string, opt Options, at string) (Disk, error) {
 	desc, err := parallelsReadDescriptor(xmlPath)
 	if err != nil {
 		return nil, err
 	}
-	images, chain, err := desc.chain(xmlPath)
+	chain, err := desc.chain(xmlPath, at)
 	if err != nil {
 		return nil, err
 	}
-	disk, err := parallelsOpenChain(xmlPath, images, chain, opt)
+	var disk Disk
+	if len(desc.Storages) == 1 {
+		disk, err = parallelsOpenStorage(xmlPath, desc.Storages[0], chain, opt)
+	} else {
+		disk, err = parallelsOpenSplit(xmlPath, desc.Storages, chain, opt)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("parallels: %s: %w", xmlPath, err)
 	}
@@ -614,7 +640,7 @@ func parallelsOpenBundle(xmlPath string, opt Options) (Disk, error) {
 }
 
 // parallelsReadDescriptor reads and decodes DiskDescriptor.xml and checks
-// that it describes one unpadded storage.
+// that it describes at least one storage and no padding.
 func parallelsReadDescriptor(xmlPath string) (*parallelsDescriptor, error) {
 	f, err := OpenImageFile(xmlPath, false)
 	if err != nil {
@@ -635,31 +661,29 @@ func parallelsReadDescriptor(xmlPath string) (*parallelsDescriptor, error) {
 	if desc.Params.Padding != 0 {
 		return nil, unsupportedf("parallels", xmlPath, "disk padding %d", desc.Params.Padding)
 	}
-	if len(desc.Storages) != 1 {
-		if len(desc.Storages) == 0 {
-			return nil, corruptf("parallels", xmlPath, -1, "descriptor names no storage")
-		}
-		return nil, unsupportedf("parallels", xmlPath, "split image (%d storages)", len(desc.Storages))
+	if len(desc.Storages) == 0 {
+		return nil, corruptf("parallels", xmlPath, -1, "descriptor names no storage")
+	}
+	if len(desc.Storages) > parallelsMaxStorages {
+		return nil, corruptf("parallels", xmlPath, -1, "%d storages (more than %d)", len(desc.Storages), parallelsMaxStorages)
 	}
 	return desc, nil
 }
 
-// parallelsImage is one image of the storage: its type and file.
-type parallelsImage struct{ typ, file string }
-
-// chain returns the storage's images by GUID and the snapshot chain from
-// the top snapshot down to the root.
-func (desc *parallelsDescriptor) chain(xmlPath string) (map[string]parallelsImage, []string, error) {
+// chain returns the snapshot chain (GUIDs) from snapshot at, or the top
+// snapshot when at is empty, down to the root. Every storage of a split
+// bundle holds an image for each snapshot; the first one's are checked.
+func (desc *parallelsDescriptor) chain(xmlPath, at string) ([]string, error) {
 	st := desc.Storages[0]
-	images := map[string]parallelsImage{}
-	for _, im := range st.Images {
-		images[strings.ToLower(strings.TrimSpace(im.GUID))] = parallelsImage{strings.TrimSpace(im.Type), strings.TrimSpace(im.File)}
-	}
+	images := st.images()
 	parents := map[string]string{}
 	for _, s := range desc.Snapshots.Shots {
 		parents[strings.ToLower(strings.TrimSpace(s.GUID))] = strings.ToLower(strings.TrimSpace(s.ParentGUID))
 	}
 	top := strings.ToLower(strings.TrimSpace(desc.Snapshots.TopGUID))
+	if at != "" {
+		top = at
+	}
 	if top == "" {
 		top = parallelsTopGUID
 		if _, ok := images[top]; !ok && len(st.Images) == 1 {
@@ -669,32 +693,33 @@ func (desc *parallelsDescriptor) chain(xmlPath string) (map[string]parallelsImag
 	var chain []string
 	for g := top; g != parallelsRootGUID && g != ""; g = parents[g] {
 		if len(chain) >= MaxChainDepth {
-			return nil, nil, corruptf("parallels", xmlPath, -1, "snapshot chain deeper than %d (a loop?)", MaxChainDepth)
+			return nil, corruptf("parallels", xmlPath, -1, "snapshot chain deeper than %d (a loop?)", MaxChainDepth)
 		}
 		if _, ok := images[g]; !ok {
-			return nil, nil, corruptf("parallels", xmlPath, -1, "snapshot %s has no image", g)
+			return nil, corruptf("parallels", xmlPath, -1, "snapshot %s has no image", g)
 		}
 		chain = append(chain, g)
 		if _, ok := parents[g]; !ok && len(desc.Snapshots.Shots) > 0 {
-			return nil, nil, corruptf("parallels", xmlPath, -1, "image %s is not in the snapshot tree", g)
+			return nil, corruptf("parallels", xmlPath, -1, "image %s is not in the snapshot tree", g)
 		}
 	}
 	if len(chain) == 0 {
-		return nil, nil, corruptf("parallels", xmlPath, -1, "no top snapshot image")
+		return nil, corruptf("parallels", xmlPath, -1, "no top snapshot image")
 	}
-	return images, chain, nil
+	return chain, nil
 }
 
-// parallelsOpenChain opens the chain's images from the root up, each on
-// the one below; snapshots below the top are read-only.
-func parallelsOpenChain(xmlPath string, images map[string]parallelsImage, chain []string, opt Options) (Disk, error) {
+// parallelsOpenStorage opens the images of one storage along chain (GUIDs,
+// top first), the root first, each backing the one above it.
+func parallelsOpenStorage(xmlPath string, st parallelsStorage, chain []string, opt Options) (Disk, error) {
+	images := st.images()
 	dir := filepath.Dir(xmlPath)
 	var disk Disk
 	var err error
 	for k := len(chain) - 1; k >= 0; k-- {
-		im := images[chain[k]]
+		im, ok := images[chain[k]]
 		p := im.file
-		if p == "" {
+		if !ok || p == "" {
 			err = corruptf("parallels", xmlPath, -1, "image %s has no file", chain[k])
 			break
 		}

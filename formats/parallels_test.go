@@ -290,10 +290,10 @@ func TestParallelsBundle(t *testing.T) {
 	if _, err := Open(dir, Options{ReadOnly: true}); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("missing image: %v, want ErrNotExist", err)
 	}
-	// Split storages and unknown XML.
+	// Empty storages and unknown XML.
 	writeFile(t, xmlPath, []byte(`<Parallels_disk_image Version="1.0"><StorageData><Storage/><Storage/></StorageData></Parallels_disk_image>`))
-	if _, err := Open(dir, Options{ReadOnly: true}); !errors.Is(err, ErrUnsupported) {
-		t.Fatalf("split image: %v, want ErrUnsupported", err)
+	if _, err := Open(dir, Options{ReadOnly: true}); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("empty storages: %v, want ErrCorrupt", err)
 	}
 	writeFile(t, xmlPath, []byte(`<Parallels_disk_image Version="1.0"><StorageData>`))
 	if _, err := Open(dir, Options{ReadOnly: true}); !errors.Is(err, ErrCorrupt) {

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 )
 
@@ -179,23 +178,7 @@ func (d *splitDisk) Size() int64 { return d.size }
 // do runs op on each part piece of the request [off, off+len(p)) that
 // lies below Size.
 func (d *splitDisk) do(p []byte, off int64, op func(part *splitPart, p []byte, off int64) error) error {
-	if rem := d.size - off; int64(len(p)) > rem {
-		p = p[:max(rem, 0)]
-	}
-	i := sort.Search(len(d.parts), func(i int) bool { return d.parts[i].start+d.parts[i].size > off })
-	for len(p) > 0 && i < len(d.parts) {
-		part := &d.parts[i]
-		in := off - part.start
-		n := min(int64(len(p)), part.size-in)
-		if n > 0 {
-			if err := op(part, p[:n], in); err != nil {
-				return err
-			}
-		}
-		p, off = p[n:], off+n
-		i++
-	}
-	return nil
+	return forPieces(d.parts, func(pt *splitPart) (int64, int64) { return pt.start, pt.size }, d.size, p, off, op)
 }
 
 func (d *splitDisk) ReadAt(p []byte, off int64) (int, error) {
