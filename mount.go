@@ -302,6 +302,9 @@ func serve(cfg *mountConfig, notify *os.File) error {
 	if err := fsys.guardMount(cfg.mountpoint); err != nil {
 		return err
 	}
+	// Files that images name (extents, segments, parents found by search)
+	// are looked up deep inside formats: guard those lookups too.
+	formats.SetPathGuard(fsys.guard.check)
 	conn, err := fuse.Mount(cfg.mountpoint, opts...)
 	if err != nil {
 		return fmt.Errorf("mounting %s: %w", cfg.mountpoint, err)

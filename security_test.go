@@ -254,14 +254,16 @@ func TestSecurityTargetInsideMount(t *testing.T) {
 			return nil
 		})
 	}
-	// An extent named inside the mount is not even seen: the files of an
-	// image are opened where the mount is hidden.
+	// An extent named inside the mount is refused before it is looked up
+	// (formats.SetPathGuard), whoever runs the daemon.
 	desc := filepath.Join(outside, "desc.vmdk")
-	os.WriteFile(desc, []byte("# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n\n"+
-		"RW 2048 FLAT \""+a+"\" 0\n\nddb.virtualHWVersion = \"4\"\n"), 0o644)
+	writeVMDKDescriptor(t, desc, a)
 	err = m.within(t, 5*time.Second, "extent inside", func() error { return os.Symlink(desc, filepath.Join(m.flat, "extent")) })
-	wantErrno(t, "attaching a VMDK whose extent is inside the mount", err, syscall.ENOENT)
-	status, _ := os.ReadFile(filepath.Join(m.dir, "status"))
+	wantErrno(t, "attaching a VMDK whose extent is inside the mount", err, syscall.ELOOP)
+	status, err := os.ReadFile(filepath.Join(m.dir, "status"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if !strings.Contains(string(status), "inside this mount") {
 		t.Errorf("status does not say why:\n%s", status)
 	}
@@ -304,7 +306,9 @@ func TestSecurityCallerRights(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	os.Chown(mine, 65534, 65534)
+	if err := os.Chown(mine, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
 	secret := filepath.Join(priv, "secret.img")
 	secretData := bytes.Repeat([]byte("root only "), 110<<10)[:1<<20]
 	if err := os.WriteFile(secret, secretData, 0o600); err != nil {
@@ -326,10 +330,11 @@ func TestSecurityCallerRights(t *testing.T) {
 	child := filepath.Join(mine, "child.qcow2")
 	runTool(t, "", "qemu-img", "create", "-f", "qcow2", "-F", "raw", "-b", secret, "-u", child, "1M")
 	desc := filepath.Join(mine, "desc.vmdk")
-	os.WriteFile(desc, []byte("# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n\n"+
-		"RW 2048 FLAT \""+secret+"\" 0\n\nddb.virtualHWVersion = \"4\"\n"), 0o644)
+	writeVMDKDescriptor(t, desc, secret)
 	for _, f := range []string{child, desc} {
-		os.Chown(f, 65534, 65534)
+		if err := os.Chown(f, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
 	}
 	// The same as root, to show the fixtures themselves are sound.
 	m := startMountAt(t, filepath.Join(pub, "mnt"), "-o", "allow_other,uid=65534,gid=65534")
@@ -385,7 +390,9 @@ func TestSecurityAllowOtherShowsImageRights(t *testing.T) {
 	if err := os.WriteFile(group, make([]byte, 1<<20), 0o640); err != nil {
 		t.Fatal(err)
 	}
-	os.Chown(group, 0, 4242)
+	if err := os.Chown(group, 0, 4242); err != nil {
+		t.Fatal(err)
+	}
 	m := startMountAt(t, filepath.Join(pub, "mnt"), "-o", "allow_other,uid=65534,gid=65534", "--read-only")
 	public := filepath.Join(pub, "public.img")
 	if err := os.WriteFile(public, make([]byte, 1<<20), 0o644); err != nil {
@@ -589,4 +596,15 @@ func TestSecurityQemuLocks(t *testing.T) {
 		t.Fatalf("writing after qemu-io exited: %v", err)
 	}
 	f.Close()
+}
+
+// writeVMDKDescriptor writes a monolithicFlat descriptor of 1 MiB whose
+// one extent is the file extent.
+func writeVMDKDescriptor(t *testing.T, path, extent string) {
+	t.Helper()
+	text := "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n\n" +
+		"RW 2048 FLAT \"" + extent + "\" 0\n\nddb.virtualHWVersion = \"4\"\n"
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
 }

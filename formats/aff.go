@@ -119,13 +119,13 @@ const affMaxMembers = 1000
 func affOpen(path string, opt Options) (Disk, error) {
 	d := &affDisk{path: path}
 	paths := []string{path}
-	if st, err := os.Stat(path); err == nil && st.IsDir() {
+	if st, err := statPath(path); err == nil && st.IsDir() {
 		// AFD: file_000.aff, file_001.aff, ... each holding some pages.
 		d.afd = true
 		paths = nil
 		for i := 0; i < affMaxMembers; i++ {
 			p := filepath.Join(path, fmt.Sprintf("file_%03d.aff", i))
-			if _, err := os.Stat(p); err != nil {
+			if _, err := statPath(p); err != nil {
 				break
 			}
 			paths = append(paths, p)

@@ -91,7 +91,7 @@ type aff4Volume struct {
 }
 
 func openAff4Volume(path string) (*aff4Volume, error) {
-	f, err := os.Open(path)
+	f, err := OpenImageFile(path, false)
 	if err != nil {
 		return nil, err
 	}
@@ -419,7 +419,7 @@ func (d *aff4Image) volumeOf(iri string, opt Options) (*aff4Volume, error) {
 	dirs := append([]string{filepath.Dir(d.path)}, opt.SearchPath...)
 	probed := 0
 	for _, dir := range dirs {
-		ents, err := os.ReadDir(dir)
+		ents, err := readDirPath(dir)
 		if err != nil {
 			continue
 		}
@@ -461,7 +461,7 @@ func (d *aff4Image) volumeOf(iri string, opt Options) (*aff4Volume, error) {
 func aff4Named(name string) bool { return strings.HasSuffix(strings.ToLower(name), ".aff4") }
 
 func (d *aff4Image) isOpen(p string) bool {
-	st, err := os.Stat(p)
+	st, err := statPath(p)
 	if err != nil {
 		return false
 	}

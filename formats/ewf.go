@@ -224,7 +224,7 @@ func (d *ewfDisk) walkSegments(st *ewfSets) error {
 			if n == 2 {
 				// A symlink with another name: name the set after its target.
 				if _, err := ewfSegmentPath(first, 2); err != nil {
-					if r, rerr := filepath.EvalSymlinks(first); rerr == nil {
+					if r, rerr := evalSymlinksPath(first); rerr == nil {
 						first = r
 					}
 				}

@@ -363,7 +363,7 @@ func Detect(path string) (string, error) {
 }
 
 func readProbe(path string) (*ProbeData, error) {
-	st, err := os.Stat(path)
+	st, err := statPath(path)
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,9 @@ import (
 // Elsewhere the kernel refuses the flag with EPERM and the file is
 // opened without it.
 func OpenImageFile(path string, write bool) (*os.File, error) {
+	if err := guardPath(path); err != nil {
+		return nil, err
+	}
 	flag := os.O_RDONLY
 	if write {
 		flag = os.O_RDWR

@@ -38,7 +38,7 @@ const (
 
 func parallelsProbe(pd *ProbeData) bool {
 	if pd.IsDir {
-		st, err := os.Stat(filepath.Join(pd.Path, parallelsXMLName))
+		st, err := statPath(filepath.Join(pd.Path, parallelsXMLName))
 		return err == nil && st.Mode().IsRegular()
 	}
 	h := pd.Head
@@ -57,7 +57,7 @@ func parallelsIsXML(h []byte) bool {
 }
 
 func parallelsOpen(path string, opt Options) (Disk, error) {
-	st, err := os.Stat(path)
+	st, err := statPath(path)
 	if err != nil {
 		return nil, err
 	}
@@ -79,7 +79,7 @@ func parallelsOpen(path string, opt Options) (Disk, error) {
 	d, err := parallelsOpenImage(path, opt.ReadOnly, nil)
 	if err == nil {
 		// An image inside a .hdd bundle may be one snapshot of several.
-		if _, serr := os.Stat(filepath.Join(filepath.Dir(path), parallelsXMLName)); serr == nil {
+		if _, serr := statPath(filepath.Join(filepath.Dir(path), parallelsXMLName)); serr == nil {
 			d.(*parallelsDisk).warning = "image is part of a .hdd bundle: open the bundle directory to see its snapshot chain"
 		}
 	}

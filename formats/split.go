@@ -83,7 +83,7 @@ func splitIsFirst(path string) bool {
 	if !first && digits && strings.TrimLeft(suffix, "0") == "1" {
 		// .001 starts a set unless a .000 exists (then it is the second part).
 		zero := strings.Repeat("0", len(suffix))
-		if _, err := os.Lstat(stem + zero); err != nil {
+		if _, err := lstatPath(stem + zero); err != nil {
 			first = true
 		}
 	}
@@ -91,7 +91,7 @@ func splitIsFirst(path string) bool {
 		return false
 	}
 	for _, n := range splitNext(suffix, digits) {
-		if st, err := os.Stat(stem + n); err == nil && st.Mode().IsRegular() {
+		if st, err := statPath(stem + n); err == nil && st.Mode().IsRegular() {
 			return true
 		}
 	}
@@ -104,7 +104,7 @@ func splitFirst(path string) (string, bool) {
 	if splitIsFirst(path) {
 		return path, true
 	}
-	if r, err := filepath.EvalSymlinks(path); err == nil && r != path && splitIsFirst(r) {
+	if r, err := evalSymlinksPath(path); err == nil && r != path && splitIsFirst(r) {
 		return r, true
 	}
 	return "", false
@@ -160,7 +160,7 @@ func splitOpen(path string, opt Options) (Disk, error) {
 		d.size += size
 		next := ""
 		for _, n := range splitNext(suffix, digits) {
-			if st, err := os.Stat(stem + n); err == nil && st.Mode().IsRegular() {
+			if st, err := statPath(stem + n); err == nil && st.Mode().IsRegular() {
 				next = n
 				break
 			}

@@ -324,7 +324,7 @@ func vdiOpenFile(f *os.File, path string, opt Options) (*vdiDisk, error) {
 func (d *vdiDisk) openParent(opt Options) error {
 	want := d.h.parentUUID
 	dirs := vdiSearchDirs(d.path, opt.SearchPath)
-	self, _ := os.Stat(d.path)
+	self, _ := statPath(d.path)
 	var found, mismatch string
 	var foundMod vdiUUID
 	for _, dir := range dirs {
@@ -414,7 +414,7 @@ func vdiFindInDir(dir string, want, wantMod vdiUUID, self os.FileInfo) (string, 
 			break
 		}
 		p := filepath.Join(dir, name)
-		st, err := os.Stat(p)
+		st, err := statPath(p)
 		if err != nil || !st.Mode().IsRegular() || (self != nil && os.SameFile(st, self)) {
 			continue
 		}

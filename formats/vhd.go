@@ -599,7 +599,7 @@ func (d *vhdDisk) openParent(opt Options) error {
 		tried = append(tried, full)
 		// Only regular files: a crafted locator must not make us read a
 		// FIFO or a device.
-		if st, err := os.Stat(full); err != nil || !st.Mode().IsRegular() {
+		if st, err := statPath(full); err != nil || !st.Mode().IsRegular() {
 			continue
 		}
 		// Look at the candidate's UUID before opening its whole chain, so

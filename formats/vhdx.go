@@ -683,7 +683,7 @@ func (d *vhdxDisk) openParent(info *Info, opt Options) error {
 	}
 	cands = uniq
 	for _, c := range cands {
-		if st, err := os.Stat(c); err == nil && !st.IsDir() {
+		if st, err := statPath(c); err == nil && !st.IsDir() {
 			found = c
 			break
 		}
