@@ -82,6 +82,9 @@ func (d *qcow2Disk) startWrite() error {
 	}
 	d.next = qcow2RoundUp(fend, d.cs)
 	d.wbuf = make([]byte, d.cs)
+	if err := d.startMeta(); err != nil {
+		return err
+	}
 	d.wstarted = true
 	d.wdone.Store(true)
 	return nil
@@ -137,6 +140,9 @@ func (d *qcow2Disk) subMask(in, n int64) uint64 {
 }
 
 func (d *qcow2Disk) writeData(p []byte, host int64) error {
+	if err := d.checkData(host, int64(len(p))); err != nil {
+		return err
+	}
 	if _, err := d.data.WriteAt(p, host); err != nil {
 		return fmt.Errorf("qcow2: %s: write at %#x: %w", d.path, host, err)
 	}
@@ -343,6 +349,7 @@ func (d *qcow2Disk) ensureL2(l1i int) (int64, error) {
 	if err := d.refUpdate(off, 1); err != nil {
 		return 0, err
 	}
+	d.meta.add("L2 table", off, d.cs)
 	ne := uint64(off) | qcow2Copied
 	var eb [8]byte
 	binary.BigEndian.PutUint64(eb[:], ne)
@@ -502,6 +509,7 @@ func (d *qcow2Disk) allocRefBlock(idx int64) (int64, error) {
 		return 0, err
 	}
 	d.rt[idx] = uint64(off)
+	d.meta.add("refcount block", off, d.cs)
 	return off, nil
 }
 
@@ -529,6 +537,7 @@ func (d *qcow2Disk) growRT(idx int64) error {
 	// (in memory and at its place on disk); the header still names the
 	// old one, which stays consistent.
 	d.rt, d.rtOff, d.rtCls = nrt, off, cls
+	d.meta.add("refcount table", off, cls*d.cs)
 	for c := int64(0); c < cls; c++ {
 		cl := (off + c*d.cs) >> d.cb
 		if cl/d.refPerBlock() >= int64(len(d.rt)) {

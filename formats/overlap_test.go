@@ -1,0 +1,79 @@
+package formats
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// refuseOverlap opens path writable, writes one sector at guest offset
+// off and wants the write refused as an overlap, with the file unchanged.
+func refuseOverlap(t *testing.T, path string, off int64, what string) {
+	t.Helper()
+	before, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := Open(path, Options{})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	p := bytes.Repeat([]byte{0x5a}, SectorSize)
+	_, err = d.WriteAt(p, off)
+	if !IsOverlap(err) || !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), what) {
+		t.Errorf("write at %d: got %v, want an overlap with the %s wrapping ErrCorrupt", off, err, what)
+	}
+	found, err := CheckOverlaps(d)
+	if err == nil && len(found) == 0 {
+		if ck, ok := d.(Checker); ok {
+			found, err = ck.Check()
+		}
+	}
+	if err != nil || !strings.Contains(strings.Join(found, "\n"), what) {
+		t.Errorf("checks: got %q, %v; want a finding naming the %s", found, err, what)
+	}
+	if err := d.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	after, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(before, after) {
+		t.Errorf("the image file changed although the write was refused")
+	}
+}
+
+// A qcow2 L2 entry that points at the L1 table's cluster, made by editing
+// an image qemu-img made; qemu-io refuses the same write.
+func TestOverlapQcow2L2OnL1(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "a.qcow2")
+	qemuImg(t, "create", "-q", "-f", "qcow2", p, "1M")
+	run(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0xaa 0 64k", p)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	be := binary.BigEndian
+	l1 := be.Uint64(b[40:])
+	l2 := be.Uint64(b[l1:]) & qcow2OffMask
+	be.PutUint64(b[l2:], l1|qcow2Copied)
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The oracle, on a copy: qemu marks an image corrupt when it refuses.
+	cp := filepath.Join(t.TempDir(), "copy.qcow2")
+	if err := os.WriteFile(cp, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := exec.Command("qemu-io", "-f", "qcow2", "-c", "write 0 16", cp).CombinedOutput()
+	if !strings.Contains(string(out), "Preventing invalid write on metadata") {
+		t.Fatalf("qemu-io did not refuse the write:\n%s", out)
+	}
+	refuseOverlap(t, p, 0, "L1 table")
+}
