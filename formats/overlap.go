@@ -56,12 +56,23 @@ type metaMap struct {
 	maxLen int64 // longest range, bounds the search window
 }
 
-// addLocked records [off, off+n) as the structure what; mu must be held.
+// addLocked records [off, off+n) as the structure what; mu must be
+// held. Offset 0 means "no such table" in every format's tables (the
+// header is there): use addHeader for it.
 func (m *metaMap) addLocked(what string, off, n int64) {
-	if n <= 0 || off < 0 {
+	if n <= 0 || off <= 0 {
 		return
 	}
-	r := metaRange{off: off, end: off + n, what: what}
+	m.insert(metaRange{off: off, end: off + n, what: what})
+}
+
+// addHeader records the header, the first n bytes of the file.
+func (m *metaMap) addHeader(n int64) {
+	m.insert(metaRange{off: 0, end: n, what: "header"})
+}
+
+func (m *metaMap) insert(r metaRange) {
+	off, n := r.off, r.end-r.off
 	i := sort.Search(len(m.ranges), func(i int) bool { return m.ranges[i].off > off })
 	m.ranges = append(m.ranges, metaRange{})
 	copy(m.ranges[i+1:], m.ranges[i:])

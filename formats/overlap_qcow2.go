@@ -9,7 +9,7 @@ import "encoding/binary"
 // clusters are shared and never written in place.) Called from
 // startWrite with allocMu held, so rt and l1 are stable.
 func (d *qcow2Disk) qcow2Metadata(m *metaMap) error {
-	m.addLocked("header", 0, d.cs)
+	m.addHeader(d.cs)
 	m.addLocked("L1 table", int64(d.h.L1Off), int64(d.h.L1Size)*8)
 	m.addLocked("refcount table", d.rtOff, d.rtCls*d.cs)
 	for _, e := range d.rt {

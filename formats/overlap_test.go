@@ -77,3 +77,22 @@ func TestOverlapQcow2L2OnL1(t *testing.T) {
 	}
 	refuseOverlap(t, p, 0, "L1 table")
 }
+
+// A VMDK whose grain 0 points at its own grain table.
+func TestOverlapVMDKGrainOnGT(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "a.vmdk")
+	qemuImg(t, "create", "-q", "-f", "vmdk", "-o", "subformat=monolithicSparse", p, "4M")
+	run(t, "qemu-io", "-f", "vmdk", "-c", "write -P 0xaa 0 64k", p)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	le := binary.LittleEndian
+	gd := le.Uint64(b[56:]) * 512
+	gt := le.Uint32(b[gd:])
+	le.PutUint32(b[int64(gt)*512:], gt)
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	refuseOverlap(t, p, 0, "grain table")
+}

@@ -411,6 +411,11 @@ func (d *vmdkDisk) WriteAt(p []byte, off int64) (int, error) {
 	if len(p) == 0 {
 		return n, nil
 	}
+	if !d.cidDone.Load() {
+		if err := d.precheck(p, off); err != nil {
+			return 0, err
+		}
+	}
 	if err := d.touch(); err != nil {
 		return 0, err
 	}
