@@ -96,3 +96,68 @@ func TestOverlapVMDKGrainOnGT(t *testing.T) {
 	}
 	refuseOverlap(t, p, 0, "grain table")
 }
+
+// A QED L2 entry that points at the L1 table.
+func TestOverlapQEDClusterOnL1(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "a.qed")
+	qemuImg(t, "create", "-q", "-f", "qed", p, "4M")
+	run(t, "qemu-io", "-f", "qed", "-c", "write -P 0xaa 0 64k", p)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	le := binary.LittleEndian
+	l1 := le.Uint64(b[40:])
+	l2 := le.Uint64(b[l1:])
+	le.PutUint64(b[l2:], l1)
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	refuseOverlap(t, p, 0, "L1 table")
+}
+
+// A dynamic VHD whose BAT entry for block 0 points at the BAT itself.
+func TestOverlapVHDBlockOnBAT(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "a.vhd")
+	qemuImg(t, "create", "-q", "-f", "vpc", p, "8M")
+	run(t, "qemu-io", "-f", "vpc", "-c", "write -P 0xaa 0 64k", p)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	be := binary.BigEndian
+	dyn := be.Uint64(b[16:]) // footer copy: data offset
+	bat := be.Uint64(b[dyn+16:])
+	be.PutUint32(b[bat:], uint32(bat/512))
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	refuseOverlap(t, p, 0, "block table")
+}
+
+// A qcow2 overlay as vdflat creates it (--overlay), whose L2 entry was
+// then pointed at its L1 table.
+func TestOverlapOverlay(t *testing.T) {
+	dir := t.TempDir()
+	base := filepath.Join(dir, "base.raw")
+	if err := os.WriteFile(base, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ov := filepath.Join(dir, "ov.qcow2")
+	if err := CreateOverlay(ov, base, "raw", 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0xaa 0 64k", ov)
+	b, err := os.ReadFile(ov)
+	if err != nil {
+		t.Fatal(err)
+	}
+	be := binary.BigEndian
+	l1 := be.Uint64(b[40:])
+	l2 := be.Uint64(b[l1:]) & qcow2OffMask
+	be.PutUint64(b[l2:], l1|qcow2Copied)
+	if err := os.WriteFile(ov, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	refuseOverlap(t, ov, 0, "L1 table")
+}
