@@ -161,3 +161,45 @@ func TestOverlapOverlay(t *testing.T) {
 	}
 	refuseOverlap(t, ov, 0, "L1 table")
 }
+
+// A Parallels image whose BAT entry for cluster 0 points at the BAT.
+func TestOverlapParallelsClusterOnBAT(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "a.hds")
+	qemuImg(t, "create", "-q", "-f", "parallels", p, "4M")
+	run(t, "qemu-io", "-f", "parallels", "-c", "write -P 0xaa 0 64k", p)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// In the extended format entries count clusters and the data area
+	// starts at cluster 1, so no entry can point below it; in the older
+	// format entries count sectors: point cluster 0 at sector 1, the BAT.
+	copy(b, "WithoutFreeSpace")
+	binary.LittleEndian.PutUint32(b[parallelsHeaderLen:], 1)
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	refuseOverlap(t, p, 0, "block table")
+}
+
+// VDI data lies at data_off + block * size, and Open checks that data_off
+// follows the header and block map: a VDI whose data offset lies inside
+// its block map is refused at attach, so no write can reach the map.
+func TestOverlapVDIDataInMap(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "a.vdi")
+	qemuImg(t, "create", "-q", "-f", "vdi", p, "4M")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	le := binary.LittleEndian
+	le.PutUint32(b[0x158:], le.Uint32(b[0x154:])) // data offset = block map offset
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(p, Options{})
+	var fe *FormatError
+	if !errors.As(err, &fe) || fe.Off != 0x158 || !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Open: got %v, want a corrupt data offset at 0x158", err)
+	}
+}

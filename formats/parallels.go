@@ -299,6 +299,11 @@ func (d *parallelsDisk) WriteAt(p []byte, off int64) (int, error) {
 	if len(p) == 0 {
 		return n, nil
 	}
+	if !d.inuseFast.Load() {
+		if err := d.precheck(p, off); err != nil {
+			return 0, err
+		}
+	}
 	if err := d.markInUse(); err != nil {
 		return 0, err
 	}
@@ -356,7 +361,7 @@ func (d *parallelsDisk) writeCluster(data []byte, pos int64) error {
 		return err
 	}
 	if e != 0 {
-		co, err := d.clusterOff(i, e)
+		co, err := d.dataCluster(i, e)
 		if err != nil {
 			return err
 		}
@@ -368,7 +373,7 @@ func (d *parallelsDisk) writeCluster(data []byte, pos int64) error {
 		return err
 	}
 	if e != 0 {
-		co, err := d.clusterOff(i, e)
+		co, err := d.dataCluster(i, e)
 		if err != nil {
 			return err
 		}
