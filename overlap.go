@@ -39,10 +39,13 @@ func (im *image) liveWarnings() []string {
 	return w
 }
 
-// metadataFindings lists, for verify, the data ranges of d stored on
-// d's own metadata.
-func metadataFindings(d formats.Disk) []finding {
+// trustFindings lists, for verify, the data ranges of d stored on d's
+// own metadata and the partition entries that run past its end.
+func trustFindings(d formats.Disk) []finding {
 	found, err := formats.CheckOverlaps(d)
+	if parts, _ := formats.Partitions(d); parts != nil {
+		found = append(found, formats.PartitionWarnings(parts, d.Size())...)
+	}
 	var out []finding
 	for _, f := range found {
 		out = append(out, finding{-1, f})

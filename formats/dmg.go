@@ -217,6 +217,9 @@ func dmgLoad(f *os.File, path string) (*dmgDisk, error) {
 		warnings = append(warnings, fmt.Sprintf("%d bytes after the koly trailer ignored", pad))
 	}
 	k := dmgParseKoly(kb)
+	if k.version != 4 { // every UDIF image says 4; anything else is damage
+		return nil, corruptf("dmg", path, kolyOff+4, "koly trailer version %d (want 4)", k.version)
+	}
 	if k.segCount > 1 {
 		return nil, unsupportedf("dmg", path, "segmented image (segment %d of %d)", k.segNum, k.segCount)
 	}

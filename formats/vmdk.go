@@ -44,6 +44,7 @@ type vmdkExtent struct {
 	path        string
 	f           *os.File // nil for ZERO
 	flatOff     int64    // FLAT: file offset of the extent's first byte
+	flatHave    int64    // FLAT: bytes of the extent the file holds (damaged.go)
 	sp          *vmdkSparse
 }
 
@@ -254,8 +255,9 @@ func (d *vmdkDisk) openExtents() error {
 			x.sp, err = vmdkOpenSESparse(f, x.path, size)
 		default:
 			x.flatOff = e.offset * 512
-			if x.flatOff+x.size > size {
-				d.warnings = append(d.warnings, fmt.Sprintf("flat extent %q holds %d bytes, the descriptor needs %d: the rest reads as zeros", e.name, max(0, size-x.flatOff), x.size))
+			x.flatHave = min(x.size, max(0, size-x.flatOff))
+			if x.flatHave < x.size {
+				d.warnings = append(d.warnings, x.missing().Error())
 			}
 		}
 		if err != nil {
@@ -390,7 +392,9 @@ func (d *vmdkDisk) ReadAt(p []byte, off int64) (int, error) {
 		case x.sp != nil:
 			err = x.sp.readAt(p[:m], off-x.start, d.parent, x.start)
 		case x.f != nil:
-			err = vmdkPread(x.f, p[:m], x.flatOff+off-x.start, x.path)
+			if err = x.checkFlat(off-x.start, m); err == nil {
+				err = vmdkPread(x.f, p[:m], x.flatOff+off-x.start, x.path)
+			}
 		default:
 			clear(p[:m])
 		}
@@ -426,6 +430,8 @@ func (d *vmdkDisk) WriteAt(p []byte, off int64) (int, error) {
 			if err := x.sp.writeAt(p[:m], off-x.start, d.parent, x.start); err != nil {
 				return 0, err
 			}
+		} else if err := x.checkFlat(off-x.start, m); err != nil {
+			return 0, err
 		} else if _, err := x.f.WriteAt(p[:m], x.flatOff+off-x.start); err != nil {
 			return 0, fmt.Errorf("vmdk: %s: write at %#x: %w", x.path, x.flatOff+off-x.start, err)
 		}
