@@ -39,14 +39,9 @@ func wantRawWarned(t *testing.T, path, ext string) {
 func TestDamagedParallelsHeader(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "a.hds")
 	qemuImg(t, "create", "-q", "-f", "parallels", p, "4M")
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	binary.LittleEndian.PutUint32(b[16:], 3) // version
-	if err := os.WriteFile(p, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	b := patchFile(t, p, func(b []byte) {
+		binary.LittleEndian.PutUint32(b[16:], 3) // version
+	})
 	wantCorruptAt(t, p, "parallels", 16)
 	if err := os.WriteFile(p, b[:40], 0o644); err != nil { // header cut short
 		t.Fatal(err)
@@ -74,18 +69,10 @@ func TestDamagedDMGTrailer(t *testing.T) {
 func TestDamagedQcow2Version(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "a.qcow2")
 	qemuImg(t, "create", "-q", "-f", "qcow2", p, "1M")
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	binary.BigEndian.PutUint32(b[4:], 0)
-	if err := os.WriteFile(p, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	b := patchFile(t, p, func(b []byte) {
+		binary.BigEndian.PutUint32(b[4:], 0)
+	})
 	wantCorruptAt(t, p, "qcow2", 4)
-	if err := os.WriteFile(p, b[:20], 0o644); err != nil {
-		t.Fatal(err)
-	}
 	binary.BigEndian.PutUint32(b[4:], 1)
 	if err := os.WriteFile(p, b[:20], 0o644); err != nil { // qcow 1 header cut short
 		t.Fatal(err)

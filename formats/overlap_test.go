@@ -55,17 +55,7 @@ func TestOverlapQcow2L2OnL1(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "a.qcow2")
 	qemuImg(t, "create", "-q", "-f", "qcow2", p, "1M")
 	run(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0xaa 0 64k", p)
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	be := binary.BigEndian
-	l1 := be.Uint64(b[40:])
-	l2 := be.Uint64(b[l1:]) & qcow2OffMask
-	be.PutUint64(b[l2:], l1|qcow2Copied)
-	if err := os.WriteFile(p, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	b := qcow2PointL2AtL1(t, p)
 	// The oracle, on a copy: qemu marks an image corrupt when it refuses.
 	cp := filepath.Join(t.TempDir(), "copy.qcow2")
 	if err := os.WriteFile(cp, b, 0o644); err != nil {
@@ -83,17 +73,12 @@ func TestOverlapVMDKGrainOnGT(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "a.vmdk")
 	qemuImg(t, "create", "-q", "-f", "vmdk", "-o", "subformat=monolithicSparse", p, "4M")
 	run(t, "qemu-io", "-f", "vmdk", "-c", "write -P 0xaa 0 64k", p)
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	le := binary.LittleEndian
-	gd := le.Uint64(b[56:]) * 512
-	gt := le.Uint32(b[gd:])
-	le.PutUint32(b[int64(gt)*512:], gt)
-	if err := os.WriteFile(p, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	patchFile(t, p, func(b []byte) {
+		le := binary.LittleEndian
+		gd := le.Uint64(b[56:]) * 512
+		gt := le.Uint32(b[gd:])
+		le.PutUint32(b[int64(gt)*512:], gt)
+	})
 	refuseOverlap(t, p, 0, "grain table")
 }
 
@@ -102,17 +87,12 @@ func TestOverlapQEDClusterOnL1(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "a.qed")
 	qemuImg(t, "create", "-q", "-f", "qed", p, "4M")
 	run(t, "qemu-io", "-f", "qed", "-c", "write -P 0xaa 0 64k", p)
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	le := binary.LittleEndian
-	l1 := le.Uint64(b[40:])
-	l2 := le.Uint64(b[l1:])
-	le.PutUint64(b[l2:], l1)
-	if err := os.WriteFile(p, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	patchFile(t, p, func(b []byte) {
+		le := binary.LittleEndian
+		l1 := le.Uint64(b[40:])
+		l2 := le.Uint64(b[l1:])
+		le.PutUint64(b[l2:], l1)
+	})
 	refuseOverlap(t, p, 0, "L1 table")
 }
 
@@ -121,17 +101,12 @@ func TestOverlapVHDBlockOnBAT(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "a.vhd")
 	qemuImg(t, "create", "-q", "-f", "vpc", p, "8M")
 	run(t, "qemu-io", "-f", "vpc", "-c", "write -P 0xaa 0 64k", p)
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	be := binary.BigEndian
-	dyn := be.Uint64(b[16:]) // footer copy: data offset
-	bat := be.Uint64(b[dyn+16:])
-	be.PutUint32(b[bat:], uint32(bat/512))
-	if err := os.WriteFile(p, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	patchFile(t, p, func(b []byte) {
+		be := binary.BigEndian
+		dyn := be.Uint64(b[16:]) // footer copy: data offset
+		bat := be.Uint64(b[dyn+16:])
+		be.PutUint32(b[bat:], uint32(bat/512))
+	})
 	refuseOverlap(t, p, 0, "block table")
 }
 
@@ -148,17 +123,7 @@ func TestOverlapOverlay(t *testing.T) {
 		t.Fatal(err)
 	}
 	run(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0xaa 0 64k", ov)
-	b, err := os.ReadFile(ov)
-	if err != nil {
-		t.Fatal(err)
-	}
-	be := binary.BigEndian
-	l1 := be.Uint64(b[40:])
-	l2 := be.Uint64(b[l1:]) & qcow2OffMask
-	be.PutUint64(b[l2:], l1|qcow2Copied)
-	if err := os.WriteFile(ov, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	qcow2PointL2AtL1(t, ov)
 	refuseOverlap(t, ov, 0, "L1 table")
 }
 
@@ -167,18 +132,13 @@ func TestOverlapParallelsClusterOnBAT(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "a.hds")
 	qemuImg(t, "create", "-q", "-f", "parallels", p, "4M")
 	run(t, "qemu-io", "-f", "parallels", "-c", "write -P 0xaa 0 64k", p)
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// In the extended format entries count clusters and the data area
-	// starts at cluster 1, so no entry can point below it; in the older
-	// format entries count sectors: point cluster 0 at sector 1, the BAT.
-	copy(b, "WithoutFreeSpace")
-	binary.LittleEndian.PutUint32(b[parallelsHeaderLen:], 1)
-	if err := os.WriteFile(p, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	patchFile(t, p, func(b []byte) {
+		// In the extended format entries count clusters and the data area
+		// starts at cluster 1, so no entry can point below it; in the older
+		// format entries count sectors: point cluster 0 at sector 1, the BAT.
+		copy(b, "WithoutFreeSpace")
+		binary.LittleEndian.PutUint32(b[parallelsHeaderLen:], 1)
+	})
 	refuseOverlap(t, p, 0, "block table")
 }
 
@@ -188,18 +148,39 @@ func TestOverlapParallelsClusterOnBAT(t *testing.T) {
 func TestOverlapVDIDataInMap(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "a.vdi")
 	qemuImg(t, "create", "-q", "-f", "vdi", p, "4M")
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	le := binary.LittleEndian
-	le.PutUint32(b[0x158:], le.Uint32(b[0x154:])) // data offset = block map offset
-	if err := os.WriteFile(p, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	_, err = Open(p, Options{})
+	patchFile(t, p, func(b []byte) {
+		le := binary.LittleEndian
+		le.PutUint32(b[0x158:], le.Uint32(b[0x154:])) // data offset = block map offset
+	})
+	_, err := Open(p, Options{})
 	var fe *FormatError
 	if !errors.As(err, &fe) || fe.Off != 0x158 || !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("Open: got %v, want a corrupt data offset at 0x158", err)
 	}
+}
+
+// patchFile applies edit to the bytes of the file at p, writes them back
+// and returns them.
+func patchFile(t *testing.T, p string, edit func(b []byte)) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edit(b)
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// qcow2PointL2AtL1 points guest cluster 0's L2 entry (allocated, with
+// COPIED set) at the L1 table of the qcow2 file p, and returns the bytes.
+func qcow2PointL2AtL1(t *testing.T, p string) []byte {
+	return patchFile(t, p, func(b []byte) {
+		be := binary.BigEndian
+		l1 := be.Uint64(b[40:])
+		l2 := be.Uint64(b[l1:]) & qcow2OffMask
+		be.PutUint64(b[l2:], l1|qcow2Copied)
+	})
 }
