@@ -68,46 +68,50 @@ func TestOverlapQcow2L2OnL1(t *testing.T) {
 	refuseOverlap(t, p, 0, "L1 table")
 }
 
-// A VMDK whose grain 0 points at its own grain table.
-func TestOverlapVMDKGrainOnGT(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "a.vmdk")
-	qemuImg(t, "create", "-q", "-f", "vmdk", "-o", "subformat=monolithicSparse", p, "4M")
-	run(t, "qemu-io", "-f", "vmdk", "-c", "write -P 0xaa 0 64k", p)
-	patchFile(t, p, func(b []byte) {
-		le := binary.LittleEndian
-		gd := le.Uint64(b[56:]) * 512
-		gt := le.Uint32(b[gd:])
-		le.PutUint32(b[int64(gt)*512:], gt)
-	})
-	refuseOverlap(t, p, 0, "grain table")
-}
-
-// A QED L2 entry that points at the L1 table.
-func TestOverlapQEDClusterOnL1(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "a.qed")
-	qemuImg(t, "create", "-q", "-f", "qed", p, "4M")
-	run(t, "qemu-io", "-f", "qed", "-c", "write -P 0xaa 0 64k", p)
-	patchFile(t, p, func(b []byte) {
-		le := binary.LittleEndian
-		l1 := le.Uint64(b[40:])
-		l2 := le.Uint64(b[l1:])
-		le.PutUint64(b[l2:], l1)
-	})
-	refuseOverlap(t, p, 0, "L1 table")
-}
-
-// A dynamic VHD whose BAT entry for block 0 points at the BAT itself.
-func TestOverlapVHDBlockOnBAT(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "a.vhd")
-	qemuImg(t, "create", "-q", "-f", "vpc", p, "8M")
-	run(t, "qemu-io", "-f", "vpc", "-c", "write -P 0xaa 0 64k", p)
-	patchFile(t, p, func(b []byte) {
-		be := binary.BigEndian
-		dyn := be.Uint64(b[16:]) // footer copy: data offset
-		bat := be.Uint64(b[dyn+16:])
-		be.PutUint32(b[bat:], uint32(bat/512))
-	})
-	refuseOverlap(t, p, 0, "block table")
+// An image made by qemu-img with 64 KiB written at 0 by qemu-io, then
+// patched so that the first data cluster points at metadata: writing
+// there must be refused and leave the file as it was.
+func TestOverlapCrafted(t *testing.T) {
+	le, be := binary.LittleEndian, binary.BigEndian
+	cases := []struct {
+		name, qemuFmt string
+		opts          []string
+		patch         func(b []byte)
+		what          string
+	}{
+		// The case: a VMDK whose grain 0 points at its own grain table.
+		{"a.vmdk", "vmdk", []string{"-o", "subformat=monolithicSparse"}, func(b []byte) {
+			gt := le.Uint32(b[le.Uint64(b[56:])*512:])
+			le.PutUint32(b[int64(gt)*512:], gt)
+		}, "grain table"},
+		// A QED L2 entry that points at the L1 table.
+		{"a.qed", "qed", nil, func(b []byte) {
+			l1 := le.Uint64(b[40:])
+			le.PutUint64(b[le.Uint64(b[l1:]):], l1)
+		}, "L1 table"},
+		// A dynamic VHD whose BAT entry for block 0 points at the BAT.
+		{"a.vhd", "vpc", nil, func(b []byte) {
+			bat := be.Uint64(b[be.Uint64(b[16:])+16:]) // footer copy -> dynamic header -> BAT
+			be.PutUint32(b[bat:], uint32(bat/512))
+		}, "block table"},
+		// A Parallels BAT entry for cluster 0 pointing at the BAT. In the
+		// extended format entries count clusters and the data area starts
+		// at cluster 1, so no entry can point below it; in the older
+		// format entries count sectors: sector 1 is the BAT.
+		{"a.hds", "parallels", nil, func(b []byte) {
+			copy(b, "WithoutFreeSpace")
+			le.PutUint32(b[parallelsHeaderLen:], 1)
+		}, "block table"},
+	}
+	for _, c := range cases {
+		t.Run(c.qemuFmt, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), c.name)
+			qemuImg(t, append(append([]string{"create", "-q", "-f", c.qemuFmt}, c.opts...), p, "8M")...)
+			run(t, "qemu-io", "-f", c.qemuFmt, "-c", "write -P 0xaa 0 64k", p)
+			patchFile(t, p, c.patch)
+			refuseOverlap(t, p, 0, c.what)
+		})
+	}
 }
 
 // A qcow2 overlay as vdflat creates it (--overlay), whose L2 entry was
@@ -125,21 +129,6 @@ func TestOverlapOverlay(t *testing.T) {
 	run(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0xaa 0 64k", ov)
 	qcow2PointL2AtL1(t, ov)
 	refuseOverlap(t, ov, 0, "L1 table")
-}
-
-// A Parallels image whose BAT entry for cluster 0 points at the BAT.
-func TestOverlapParallelsClusterOnBAT(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "a.hds")
-	qemuImg(t, "create", "-q", "-f", "parallels", p, "4M")
-	run(t, "qemu-io", "-f", "parallels", "-c", "write -P 0xaa 0 64k", p)
-	patchFile(t, p, func(b []byte) {
-		// In the extended format entries count clusters and the data area
-		// starts at cluster 1, so no entry can point below it; in the older
-		// format entries count sectors: point cluster 0 at sector 1, the BAT.
-		copy(b, "WithoutFreeSpace")
-		binary.LittleEndian.PutUint32(b[parallelsHeaderLen:], 1)
-	})
-	refuseOverlap(t, p, 0, "block table")
 }
 
 // VDI data lies at data_off + block * size, and Open checks that data_off
