@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -41,6 +42,8 @@ type image struct {
 	lazy       *lazyDisk // a point in time: its disk is open only while a handle is (snapshots.go)
 	writeLocks rangeLock
 	qemuLocks  *imageLocks // held while open for writing
+
+	refused atomic.Pointer[error] // a write that would have hit metadata: read-only from then on
 }
 
 // openImage opens path read-only with its whole chain, for user uid.
@@ -267,7 +270,13 @@ func readError(n int, off int64, err error) error {
 func (im *image) WriteAt(p []byte, off int64) (int, error) {
 	im.mu.RLock()
 	defer im.mu.RUnlock()
+	if err := im.refusal(); err != nil {
+		return 0, err
+	}
 	n, err := writeBytes(im.disk, &im.writeLocks, p, off)
+	if formats.IsOverlap(err) {
+		im.refuseWrites(err)
+	}
 	if err != nil && !errors.Is(err, syscall.ENOSPC) {
 		return n, fmt.Errorf("write %d bytes at %d: %w", len(p), off, err)
 	}
@@ -300,7 +309,7 @@ func daemon() caller {
 // process opening the flattened file for writing: only what c may write
 // is written. The caller guarantees no other handle is open.
 func (im *image) beginWrite(c caller) error {
-	if !im.writable {
+	if !im.isWritable() {
 		return syscall.EROFS
 	}
 	var d formats.Disk

@@ -55,6 +55,7 @@ func describe(path string, opts formats.Options) (*imageReport, error) {
 	if parts != nil {
 		r.Partitions = parts
 	}
+	r.Info.Warnings = append(r.Info.Warnings, formats.PartitionWarnings(parts, d.Size())...)
 	return r, nil
 }
 

@@ -430,7 +430,7 @@ func (f *flatFile) open(write bool, max int) error {
 	switch {
 	case f.detached:
 		return syscall.ENOENT
-	case write && !f.img.writable:
+	case write && !f.img.isWritable():
 		return syscall.EROFS
 	case write && (f.readers > 0 || f.writers > 0):
 		return syscall.ETXTBSY
@@ -517,7 +517,7 @@ func (f *flatFile) counts() (readers, writers int) {
 func (f *flatFile) mode() uint32 {
 	_, _, perm := f.img.owners()
 	perm &= 0o666
-	if !f.img.writable {
+	if !f.img.isWritable() {
 		perm &= 0o444
 	}
 	return perm
@@ -588,7 +588,7 @@ func (t *tree) statusText() []byte {
 				format += "/" + info.Variant
 			}
 			mode := "rw"
-			if !f.img.writable {
+			if !f.img.isWritable() {
 				mode = "ro"
 			}
 			fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%d\t%d\t%s\n", escapeText(n), format, humanize.IBytes(uint64(f.img.Size())), f.img.Size(), mode, r, wr, escapeText(f.img.path))
@@ -598,7 +598,7 @@ func (t *tree) statusText() []byte {
 		}
 		w.Flush()
 		for _, n := range names {
-			for _, warn := range append(files[n].img.Info().Warnings, files[n].img.warnings...) {
+			for _, warn := range append(files[n].img.Info().Warnings, files[n].img.liveWarnings()...) {
 				fmt.Fprintf(&b, "warning: %s: %s\n", escapeText(n), escapeText(warn))
 			}
 		}

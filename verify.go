@@ -45,6 +45,7 @@ func verifyCommand(c *cli.Context) error {
 	for _, w := range info.Warnings {
 		findings = append(findings, finding{-1, w})
 	}
+	findings = append(findings, trustFindings(d)...)
 	if ck, ok := d.(formats.Checker); ok {
 		found, err := ck.Check()
 		for _, f := range found {

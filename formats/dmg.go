@@ -282,6 +282,9 @@ func (k *dmgKoly) inFile(off, n uint64, kolyOff int64) bool {
 // validate checks the trailer at kolyOff: one segment, a data fork in the
 // file, a sector count within bounds.
 func (k *dmgKoly) validate(kolyOff int64, path string) error {
+	if k.version != 4 { // every UDIF image says 4; anything else is damage
+		return corruptf("dmg", path, kolyOff+4, "koly trailer version %d (want 4)", k.version)
+	}
 	if k.segCount > 1 {
 		return unsupportedf("dmg", path, "segmented image (segment %d of %d)", k.segNum, k.segCount)
 	}

@@ -316,9 +316,11 @@ func register(f format) {
 
 // Formats lists the names of the registered formats in probe order.
 func Formats() []string {
-	names := make([]string, len(registry))
-	for i, f := range registry {
-		names[i] = f.name
+	names := make([]string, 0, len(registry))
+	for _, f := range registry {
+		if f.order != orderDamaged { // refuses files, opens none
+			names = append(names, f.name)
+		}
 	}
 	return names
 }

@@ -276,7 +276,17 @@ func (d *parallelsDisk) readData(p []byte, off int64) error {
 }
 
 func (d *parallelsDisk) WriteAt(p []byte, off int64) (int, error) {
-	return writeUnits(p, off, d.size, d.readOnly, d.clusterSize, d.markInUse, d.writeCluster)
+	prepare := func() error {
+		// Refuse a write onto the header or BAT before the in-use mark
+		// changes anything (overlap_parallels.go).
+		if !d.inuseFast.Load() {
+			if err := d.precheck(p[:min(int64(len(p)), d.size-off)], off); err != nil {
+				return err
+			}
+		}
+		return d.markInUse()
+	}
+	return writeUnits(p, off, d.size, d.readOnly, d.clusterSize, prepare, d.writeCluster)
 }
 
 // markInUse sets the in-use mark before the first write, so that a crash
@@ -316,7 +326,7 @@ func (d *parallelsDisk) writeCluster(data []byte, pos int64) error {
 	// An allocated cluster is written in place; the entry is looked up
 	// again under allocMu, as another writer may have just allocated it.
 	inPlace := func(e uint32) error {
-		co, err := d.clusterOff(i, e)
+		co, err := d.dataCluster(i, e)
 		if err != nil {
 			return err
 		}

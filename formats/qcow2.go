@@ -143,6 +143,7 @@ type qcow2Disk struct {
 	rtOff    int64
 	rtCls    int64
 	wbuf     []byte
+	meta     *metaMap // metadata a data write must not touch (overlap_qcow2.go)
 
 	allocBytes atomic.Int64 // cached Allocated, -2 when stale
 	allocGen   atomic.Int64 // bumped by every allocating write

@@ -87,6 +87,8 @@ func (c *qcow2Checker) count(off, length int64, use uint8, delta uint64, what st
 func (c *qcow2Checker) inc(cl int64, use uint8, delta uint64) {
 	if c.use[cl] == qcow2UseNone {
 		c.use[cl] = use
+	} else {
+		c.overlap(cl, use)
 	}
 	v := uint64(c.refs[cl]) + delta
 	if v < 0xffff {

@@ -59,6 +59,9 @@ func (d *qcow2Disk) startWrite() error {
 	}
 	d.next = roundUp(fend, d.cs)
 	d.wbuf = make([]byte, d.cs)
+	if err := d.startMeta(); err != nil {
+		return err
+	}
 	d.wstarted = true
 	d.wdone.Store(true)
 	return nil
@@ -111,6 +114,9 @@ func (d *qcow2Disk) subMask(in, n int64) uint64 {
 }
 
 func (d *qcow2Disk) writeData(p []byte, host int64) error {
+	if err := d.checkData(host, int64(len(p))); err != nil {
+		return err
+	}
 	return writeFullAt(d.data, p, host, "qcow2", d.path)
 }
 
@@ -322,6 +328,7 @@ func (d *qcow2Disk) ensureL2(l1i int) (int64, error) {
 	if err := d.refUpdate(off, 1); err != nil {
 		return 0, err
 	}
+	d.meta.add("L2 table", off, d.cs)
 	ne := uint64(off) | qcow2Copied
 	var eb [8]byte
 	binary.BigEndian.PutUint64(eb[:], ne)
@@ -481,6 +488,7 @@ func (d *qcow2Disk) allocRefBlock(idx int64) (int64, error) {
 		return 0, err
 	}
 	d.rt[idx] = uint64(off)
+	d.meta.add("refcount block", off, d.cs)
 	return off, nil
 }
 
@@ -508,6 +516,7 @@ func (d *qcow2Disk) growRT(idx int64) error {
 	// (in memory and at its place on disk); the header still names the
 	// old one, which stays consistent.
 	d.rt, d.rtOff, d.rtCls = nrt, off, cls
+	d.meta.add("refcount table", off, cls*d.cs)
 	for c := int64(0); c < cls; c++ {
 		cl := (off + c*d.cs) >> d.cb
 		if cl/d.refPerBlock() >= int64(len(d.rt)) {

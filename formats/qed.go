@@ -71,6 +71,7 @@ type qedDisk struct {
 	allocMu  sync.Mutex   // serialises allocating writes and header updates
 	prepared atomic.Bool  // autoclear bits cleared before the first write
 	dirty    bool         // we set need-check and have not cleared it yet (allocMu)
+	meta     *metaMap     // metadata a cluster write must not touch (overlap_qed.go)
 }
 
 func qedOpen(path string, opt Options) (Disk, error) {
@@ -205,6 +206,7 @@ func qedParse(f *os.File, path string, readOnly bool) (*qedDisk, error) {
 		}
 		d.dirty = true
 	}
+	d.meta = &metaMap{format: "qed", path: path, build: d.qedMetadata}
 	return d, nil
 }
 
@@ -365,6 +367,9 @@ func (d *qedDisk) writeCluster(data []byte, pos int64) error {
 		return err
 	}
 	if e > qedZeroCluster {
+		if err := d.checkData(int64(e)+in, int64(len(data))); err != nil {
+			return err
+		}
 		return d.pwrite(data, int64(e)+in)
 	}
 	d.allocMu.Lock()
@@ -374,6 +379,9 @@ func (d *qedDisk) writeCluster(data []byte, pos int64) error {
 		return err
 	}
 	if e > qedZeroCluster {
+		if err := d.checkData(int64(e)+in, int64(len(data))); err != nil {
+			return err
+		}
 		return d.pwrite(data, int64(e)+in)
 	}
 	whole := int64(len(data)) == d.clusterSize
@@ -427,6 +435,7 @@ func (d *qedDisk) setEntry(vc int64, l2Off, val uint64) error {
 			return err
 		}
 		d.fileEnd.Store(at + d.tableBytes)
+		d.meta.add("L2 table", at, d.tableBytes)
 		l1i := vc / d.tableLen
 		var b [8]byte
 		le.PutUint64(b[:], uint64(at))

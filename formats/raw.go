@@ -6,7 +6,7 @@ import (
 )
 
 func init() {
-	register(format{name: "raw", order: orderRaw, probe: probeRaw, open: openRaw})
+	register(format{name: "raw", order: orderRaw, probe: probeRaw, open: openRawImage})
 }
 
 // Raw claims every regular file and block device that no other format
@@ -22,6 +22,7 @@ type rawDisk struct {
 	path     string
 	size     int64
 	readOnly bool
+	warnings []string
 }
 
 func openRaw(path string, opt Options) (Disk, error) {
@@ -63,7 +64,7 @@ func (d *rawDisk) Close() error {
 }
 
 func (d *rawDisk) Info() Info {
-	info := Info{Format: "raw", Path: d.path, Files: []string{d.path}, Size: d.size, Allocated: -1, ReadOnly: d.readOnly}
+	info := Info{Format: "raw", Path: d.path, Files: []string{d.path}, Size: d.size, Allocated: -1, ReadOnly: d.readOnly, Warnings: d.warnings}
 	if d.readOnly {
 		info.ReadOnlyReason = "opened read-only"
 	}

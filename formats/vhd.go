@@ -905,8 +905,11 @@ func (d *vhdDisk) checkWritable(b, boff int64) error {
 	end := boff + d.bitmapSize + d.blockSize
 	hdr := int64(d.footer.dataOffset)
 	over := func(lo, hi int64) bool { return boff < hi && lo < end }
-	if over(0, vhdFooterSize) || over(hdr, hdr+vhdDynHeaderSize) || over(d.tableOff, d.tableOff+int64(d.maxEntries)*4) {
-		return d.corrupt(d.tableOff+4*b, "block %d at %#x overlaps the image's headers or block table", b, boff)
+	for _, r := range []metaRange{{0, vhdFooterSize, "footer copy"}, {hdr, hdr + vhdDynHeaderSize, "dynamic header"},
+		{d.tableOff, d.tableOff + int64(d.maxEntries)*4, "block table"}} {
+		if over(r.off, r.end) {
+			return &OverlapError{Format: "vhd", Path: d.path, Off: boff, Len: end - boff, What: r.what, MetaOff: r.off, MetaLen: r.end - r.off}
+		}
 	}
 	return nil
 }

@@ -44,6 +44,7 @@ type vmdkExtent struct {
 	path        string
 	f           *os.File // nil for ZERO
 	flatOff     int64    // FLAT: file offset of the extent's first byte
+	flatHave    int64    // FLAT: bytes of the extent the file holds (damaged.go)
 	sp          *vmdkSparse
 }
 
@@ -252,8 +253,9 @@ func (d *vmdkDisk) openExtents() error {
 			x.sp, err = vmdkOpenSESparse(f, x.path, size)
 		default:
 			x.flatOff = e.offset * 512
-			if x.flatOff+x.size > size {
-				d.warnings = append(d.warnings, fmt.Sprintf("flat extent %q holds %d bytes, the descriptor needs %d: the rest reads as zeros", e.name, max(0, size-x.flatOff), x.size))
+			x.flatHave = min(x.size, max(0, size-x.flatOff))
+			if x.flatHave < x.size {
+				d.warnings = append(d.warnings, x.missing().Error())
 			}
 		}
 		if err != nil {
@@ -389,7 +391,9 @@ func (d *vmdkDisk) read(p []byte, off int64) error {
 		case x.sp != nil:
 			err = x.sp.readAt(p[:m], off-x.start, d.parent, x.start)
 		case x.f != nil:
-			err = vmdkPread(x.f, p[:m], x.flatOff+off-x.start, x.path)
+			if err = x.checkFlat(off-x.start, m); err == nil {
+				err = vmdkPread(x.f, p[:m], x.flatOff+off-x.start, x.path)
+			}
 		default:
 			clear(p[:m])
 		}
@@ -402,7 +406,17 @@ func (d *vmdkDisk) read(p []byte, off int64) error {
 }
 
 func (d *vmdkDisk) WriteAt(p []byte, off int64) (int, error) {
-	return writeUnits(p, off, d.size, d.readOnly, 0, d.touch, d.write)
+	prepare := func() error {
+		// Refuse a write onto the image's own metadata before the first
+		// write's CID update changes anything (overlap_vmdk.go).
+		if !d.cidDone.Load() {
+			if err := d.precheck(p[:min(int64(len(p)), d.size-off)], off); err != nil {
+				return err
+			}
+		}
+		return d.touch()
+	}
+	return writeUnits(p, off, d.size, d.readOnly, 0, prepare, d.write)
 }
 
 // write writes p at off extent by extent.
@@ -414,6 +428,8 @@ func (d *vmdkDisk) write(p []byte, off int64) error {
 			if err := x.sp.writeAt(p[:m], off-x.start, d.parent, x.start); err != nil {
 				return err
 			}
+		} else if err := x.checkFlat(off-x.start, m); err != nil {
+			return err
 		} else if err := writeFullAt(x.f, p[:m], x.flatOff+off-x.start, "vmdk", x.path); err != nil {
 			return err
 		}

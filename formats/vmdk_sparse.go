@@ -97,6 +97,7 @@ type vmdkSparse struct {
 	grains *lru[int64, []byte] // decompressed grains, keyed by file offset
 
 	allocMu sync.Mutex // serializes allocation (new grains and tables)
+	meta    *metaMap   // metadata a grain write must not touch (overlap_vmdk.go)
 	next    int64      // file offset for the next allocation
 }
 
@@ -116,6 +117,7 @@ func (s *vmdkSparse) init() error {
 		s.grains = newLRU[int64, []byte](max(4, int(4<<20/s.grainSize)))
 	}
 	s.next = roundUp(s.fileSize.Load(), s.grainSize)
+	s.meta = &metaMap{format: "vmdk", path: s.path, build: s.vmdkMetadata}
 	return nil
 }
 
@@ -696,6 +698,9 @@ func (s *vmdkSparse) writeAt(p []byte, off int64, parent Disk, vbase int64) erro
 				}
 				n = min(int64(len(p)), n+s.grainSize, s.capacity-off)
 			}
+			if err := s.checkData(foff+in, n); err != nil {
+				return err
+			}
 			if err := writeFullAt(s.f, p[:n], foff+in, "vmdk", s.path); err != nil {
 				return err
 			}
@@ -718,6 +723,9 @@ func (s *vmdkSparse) allocate(g, in int64, chunk []byte, st int, parent Disk, vg
 		return err
 	}
 	if st == vmdkData { // a concurrent writer allocated it meanwhile
+		if err := s.checkData(foff+in, int64(len(chunk))); err != nil {
+			return err
+		}
 		return writeFullAt(s.f, chunk, foff+in, "vmdk", s.path)
 	}
 	buf := make([]byte, s.grainSize)
@@ -795,6 +803,8 @@ func (s *vmdkSparse) newGT(gti int64) (int64, int64, error) {
 	}
 	s.next = end
 	s.fileSize.Store(max(s.fileSize.Load(), end))
+	s.meta.add("grain table", gt, tb)
+	s.meta.add("redundant grain table", rgt, tb)
 	var e [4]byte
 	for _, d := range [][2]int64{{s.rgdOff, rgt}, {s.gdOff, gt}} {
 		if d[0] == 0 {
