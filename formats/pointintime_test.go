@@ -184,17 +184,7 @@ func FuzzQcow2Snapshots(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	f.Add(seed)
-	f.Fuzz(func(t *testing.T, data []byte) {
-		p := filepath.Join(t.TempDir(), "f.qcow2")
-		if err := os.WriteFile(p, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		d, err := Open(p, Options{ReadOnly: true})
-		if err != nil {
-			return
-		}
-		defer d.Close()
+	fuzzCrafted(f, "f.qcow2", [][]byte{seed}, func(d Disk) {
 		pits, _ := PointsInTime(d, Options{})
 		buf := make([]byte, 16<<10)
 		for _, pit := range pits {
